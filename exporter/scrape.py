@@ -1,0 +1,191 @@
+"""One scrape: every enabled collector runs concurrently under one deadline.
+
+The deadline is ``min(scrape_timeout, X-Prometheus-Scrape-Timeout-Seconds - offset)``. A collector
+still running at the deadline is reported failed with reason ``timeout`` and the answer goes out
+with everything that did finish. Each collector is single-flight: a scrape that arrives while a
+collection is under way waits for that same collection instead of starting another, so ten
+concurrent scrapers (or a hung dependency) never multiply the load on a dependency.
+"""
+
+from __future__ import annotations
+
+import platform
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import structlog
+from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.process_collector import ProcessCollector
+
+from exporter import __version__
+from exporter.collector import Collector, CollectorError, Deadline, Reason
+
+log = structlog.get_logger(__name__)
+
+HEADER_OFFSET_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class CollectorResult:
+    """What one collection of one collector produced."""
+
+    name: str
+    families: list[Metric]
+    duration: float
+    finished_at: float  # wall clock, for the landing page's "age"
+    reason: Reason | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reason is None
+
+
+@dataclass
+class _Runner:
+    collector: Collector
+    in_flight: Future[CollectorResult] | None = None
+    last: CollectorResult | None = None
+    last_success: float | None = None
+    collections: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Scraper:
+    """Runs the collectors for a scrape and turns their results into one list of families."""
+
+    def __init__(
+        self,
+        collectors: Sequence[Collector],
+        scrape_timeout: float,
+        *,
+        offset: float = HEADER_OFFSET_SECONDS,
+        process_collector: bool = True,
+    ) -> None:
+        self.scrape_timeout = scrape_timeout
+        self.offset = offset
+        self._runners = {c.name: _Runner(c) for c in collectors}
+        # One thread per collector is enough: single-flight means at most one run each at a time,
+        # plus headroom for runs abandoned at a deadline that are still finishing.
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(4, 2 * len(self._runners)), thread_name_prefix="collect"
+        )
+        self._process = ProcessCollector() if process_collector else None
+
+    @property
+    def collector_names(self) -> list[str]:
+        return list(self._runners)
+
+    def deadline_for(self, header_timeout: float | None) -> Deadline:
+        budget = self.scrape_timeout
+        if header_timeout is not None and header_timeout > 0:
+            budget = min(budget, max(0.05, header_timeout - self.offset))
+        return Deadline.after(budget)
+
+    def collection_count(self, name: str) -> int:
+        return self._runners[name].collections
+
+    def last_results(self) -> dict[str, CollectorResult | None]:
+        return {name: r.last for name, r in self._runners.items()}
+
+    def scrape(self, deadline: Deadline) -> list[Metric]:
+        futures = {name: self._start(runner, deadline) for name, runner in self._runners.items()}
+        wait(list(futures.values()), timeout=deadline.remaining())
+        results: list[CollectorResult] = []
+        for name, fut in futures.items():
+            if fut.done():
+                results.append(fut.result())
+            else:
+                results.append(
+                    CollectorResult(
+                        name, [], deadline.remaining(), time.time(), Reason.TIMEOUT,
+                        "did not finish before the scrape deadline",
+                    )
+                )
+        families: list[Metric] = []
+        for result in results:
+            families.extend(result.families)
+        families.extend(self._self_metrics(results))
+        if self._process is not None:
+            families.extend(self._process.collect())
+        return families
+
+    def _start(self, runner: _Runner, deadline: Deadline) -> Future[CollectorResult]:
+        with runner.lock:
+            if runner.in_flight is None or runner.in_flight.done():
+                runner.collections += 1
+                runner.in_flight = self._pool.submit(self._run, runner, deadline)
+            return runner.in_flight
+
+    def _run(self, runner: _Runner, deadline: Deadline) -> CollectorResult:
+        name = runner.collector.name
+        start = time.monotonic()
+        try:
+            families = list(runner.collector.collect(deadline))
+            result = CollectorResult(name, families, time.monotonic() - start, time.time())
+        except CollectorError as exc:
+            result = CollectorResult(
+                name, exc.partial, time.monotonic() - start, time.time(), exc.reason, exc.message
+            )
+        except Exception as exc:  # a bug in a collector must not take the scrape down
+            log.exception("collector crashed", collector=name)
+            result = CollectorResult(
+                name, [], time.monotonic() - start, time.time(), Reason.INTERNAL,
+                f"internal error: {type(exc).__name__}",
+            )
+        if not result.ok:
+            log.warning(
+                "collector failed", collector=name, reason=str(result.reason),
+                error=result.message, duration=round(result.duration, 4),
+            )
+        runner.last = result
+        if result.ok:
+            runner.last_success = result.finished_at
+        return result
+
+    def _self_metrics(self, results: Iterable[CollectorResult]) -> list[Metric]:
+        success = GaugeMetricFamily(
+            "customer_sync_exporter_collector_success",
+            "1 if the collector's last run in this scrape succeeded, else 0.",
+            labels=["collector"],
+        )
+        duration = GaugeMetricFamily(
+            "customer_sync_exporter_collector_duration_seconds",
+            "How long the collector took in this scrape (up to the deadline if it timed out).",
+            labels=["collector"],
+        )
+        last_success = GaugeMetricFamily(
+            "customer_sync_exporter_collector_last_success_timestamp_seconds",
+            "Unix time of the collector's last successful run (0 if never).",
+            labels=["collector"],
+        )
+        failure = GaugeMetricFamily(
+            "customer_sync_exporter_collector_failure",
+            "1 for the reason of the collector's current failure, 0 for every other reason.",
+            labels=["collector", "reason"],
+        )
+        for result in results:
+            success.add_metric([result.name], 1.0 if result.ok else 0.0)
+            duration.add_metric([result.name], result.duration)
+            last_success.add_metric([result.name], self._runners[result.name].last_success or 0.0)
+            for reason in Reason:
+                failure.add_metric([result.name, reason.value], float(result.reason is reason))
+        build = InfoMetricFamily(
+            "customer_sync_exporter_build",
+            "Version of the exporter and of the Python running it.",
+            value={"version": __version__, "python_version": platform.python_version()},
+        )
+        return [success, duration, last_success, failure, build]
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for runner in self._runners.values():
+            closer = getattr(runner.collector, "close", None)
+            if callable(closer):
+                try:
+                    closer()
+                except Exception:
+                    log.exception("closing collector failed", collector=runner.collector.name)

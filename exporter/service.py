@@ -1,0 +1,130 @@
+"""Assembling the daemon from a validated config: database, collectors, scraper, HTTP server."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any
+
+import structlog
+
+from exporter.collector import Collector
+from exporter.config import DB_COLLECTORS, Config
+from exporter.db import Database
+from exporter.http import ExporterApp, make_http_server, serve_in_thread
+from exporter.logs import MASKER
+from exporter.scrape import Scraper
+
+log = structlog.get_logger(__name__)
+
+
+def build_collectors(config: Config, db: Database | None) -> list[Collector]:
+    """One collector object per enabled section, in a fixed order."""
+    c = config.collectors
+    out: list[Collector] = []
+    synclog = None
+    if c.synclog.enabled or c.business.enabled:
+        from collectors.synclog import SyncLogCollector
+
+        assert db is not None
+        synclog = SyncLogCollector(db, c.synclog)
+        if c.synclog.enabled:
+            out.append(synclog)
+    if c.business.enabled:
+        from collectors.business import BusinessCollector
+
+        assert db is not None and synclog is not None
+        out.append(BusinessCollector(db, c.business, synclog))
+    if c.postgres.enabled:
+        from collectors.postgres import PostgresCollector
+
+        assert db is not None
+        out.append(PostgresCollector(db, c.postgres))
+    if c.redis.enabled:
+        from collectors.redis import RedisCollector
+
+        out.append(RedisCollector(c.redis))
+    if c.disk.enabled:
+        from collectors.disk import DiskCollector
+
+        out.append(DiskCollector(c.disk))
+    if c.onec.enabled:
+        from collectors.onec import OneCCollector
+
+        out.append(OneCCollector(c.onec))
+    if c.process.enabled:
+        from collectors.process import ProcessGroupCollector
+
+        out.append(ProcessGroupCollector(c.process))
+    return out
+
+
+def required_collectors(config: Config) -> list[str]:
+    """Collectors whose dependency is marked ``required``: their failure fails readiness."""
+    names = []
+    if config.database is not None and config.database.required:
+        names += [n for n in DB_COLLECTORS if getattr(config.collectors, n).enabled]
+    if config.collectors.redis.enabled and config.collectors.redis.required:
+        names.append("redis")
+    if config.collectors.onec.enabled and config.collectors.onec.required:
+        names.append("onec")
+    return names
+
+
+@dataclass
+class Exporter:
+    """A running exporter: stop() releases the port, the pool and the collector threads."""
+
+    config: Config
+    listen_address: str
+    db: Database | None = None
+    scraper: Scraper = field(init=False)
+    server: Any = field(init=False)
+
+    def __post_init__(self) -> None:
+        MASKER.update(_secrets(self.config))
+        if self.config.database is not None:
+            self.db = Database(self.config.database)
+        self.scraper = Scraper(build_collectors(self.config, self.db), self.config.scrape_timeout)
+        app = ExporterApp(self.scraper, required_collectors(self.config))
+        self.server = make_http_server(self.listen_address, app)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def start(self) -> Exporter:
+        for name in self.scraper.collector_names:
+            log.info("collector enabled", collector=name)
+        self._thread = serve_in_thread(self.server)
+        log.info("listening", address=self.listen_address, port=self.port)
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.scraper.close()
+        if self.db is not None:
+            self.db.close()
+
+
+def _secrets(config: Config) -> list[str]:
+    from exporter.config import iter_secrets
+
+    return list(iter_secrets(config))
+
+
+def wait_for_signal() -> None:
+    """Block until SIGINT or SIGTERM."""
+    stop = threading.Event()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        log.info("stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    stop.wait()
