@@ -1,0 +1,301 @@
+"""Sync operations from ``common_customersynclog``: counts, durations, exact window percentiles.
+
+Everything is derived from rows read once by :class:`~collectors.logtail.LogTail`; a scrape
+only reads the rows that arrived since the previous one. Percentiles are exact, with the
+definition of PostgreSQL's ``percentile_cont`` (linear interpolation between closest ranks).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from sortedcontainers import SortedList
+
+from collectors.logtail import (
+    OPERATION_TYPES,
+    STATUSES,
+    Group,
+    LabelSet,
+    LogSubscriber,
+    LogTail,
+    unpack,
+)
+from collectors.windows import Row, SlidingWindows, WindowConsumer
+from exporter.collector import CollectorError, Deadline
+from exporter.config import SyncLogConfig
+from exporter.db import Database
+
+PERCENTILES = (("50", 0.50), ("95", 0.95), ("99", 0.99))
+
+
+def percentile_cont(values: SortedList, fraction: float) -> float:
+    """PostgreSQL ``percentile_cont`` over an already sorted, non-empty sequence."""
+    pos = fraction * (len(values) - 1)
+    lo = math.floor(pos)
+    hi = math.ceil(pos)
+    first = float(values[lo])
+    if hi == lo:
+        return first
+    return first + (float(values[hi]) - first) * (pos - lo)
+
+
+def bucket_thresholds_ms(buckets: Sequence[float]) -> list[int]:
+    """The largest whole millisecond each bucket bound admits (durations are integer ms)."""
+    return [math.floor(round(b * 1000, 6)) for b in buckets]
+
+
+class SyncCounters(LogSubscriber):
+    """Cumulative numbers: rows by type and status, the duration histogram, newest rows."""
+
+    def __init__(self, n_buckets: int) -> None:
+        self.n_buckets = n_buckets
+        self.reset()
+
+    def reset(self) -> None:
+        self.operations: dict[tuple[int, int], int] = defaultdict(int)
+        self.newest: dict[tuple[int, int], int] = {}
+        self.buckets: dict[int, list[int]] = {}
+        self.duration_sum_ms: dict[int, int] = defaultdict(int)
+
+    def on_groups(self, groups: Sequence[Group]) -> None:
+        for g in groups:
+            key = (g.op, g.status)
+            self.operations[key] += g.count
+            if g.newest_us > self.newest.get(key, -(2**62)):
+                self.newest[key] = g.newest_us
+            if g.bucket is not None:
+                counts = self.buckets.get(g.op)
+                if counts is None:
+                    counts = self.buckets[g.op] = [0] * (self.n_buckets + 1)
+                counts[g.bucket] += g.count
+                self.duration_sum_ms[g.op] += g.duration_sum_ms
+
+
+class SyncWindowStats(WindowConsumer):
+    """Per window: rows by type and status, and every duration by type, kept sorted."""
+
+    def __init__(self, n_windows: int) -> None:
+        self.n_windows = n_windows
+        self.reset()
+
+    def reset(self) -> None:
+        self.counts: list[dict[int, int]] = [defaultdict(int) for _ in range(self.n_windows)]
+        self.durations: list[dict[int, SortedList]] = [{} for _ in range(self.n_windows)]
+        self.duration_sums: list[dict[int, int]] = [
+            defaultdict(int) for _ in range(self.n_windows)
+        ]
+
+    def enter(self, window: int, rows: Sequence[Row]) -> None:
+        counts = self.counts[window]
+        by_op: dict[int, list[int]] = defaultdict(list)
+        for _, code, dur, _ in rows:
+            counts[code] += 1
+            if dur >= 0:
+                by_op[code >> 16].append(dur)
+        durations, sums = self.durations[window], self.duration_sums[window]
+        for op, values in by_op.items():
+            if op not in durations:
+                durations[op] = SortedList()
+            durations[op].update(values)
+            sums[op] += sum(values)
+
+    def leave(self, window: int, rows: Sequence[Row]) -> None:
+        counts = self.counts[window]
+        durations, sums = self.durations[window], self.duration_sums[window]
+        for _, code, dur, _ in rows:
+            counts[code] -= 1
+            if dur >= 0:
+                op = code >> 16
+                durations[op].remove(dur)
+                sums[op] -= dur
+
+
+class SyncLogCollector:
+    """The ``synclog`` collector; also owns the shared tail the business collector reads."""
+
+    name = "synclog"
+
+    def __init__(
+        self,
+        db: Database,
+        config: SyncLogConfig,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock`` (Unix seconds) replaces the time source; by default ``config.time_source``."""
+        self.config = config
+        self.windows = config.windows
+        self.buckets = config.buckets
+        self.ops = LabelSet(OPERATION_TYPES, config.max_label_values)
+        self.statuses = LabelSet(STATUSES, config.max_label_values)
+        self.counters = SyncCounters(len(config.buckets))
+        self.window_stats = SyncWindowStats(len(config.windows))
+        self.sliding = SlidingWindows(
+            [int(w.seconds * 1_000_000) for w in config.windows], [self.window_stats]
+        )
+        if clock is None and config.time_source == "local":
+            clock = time.time
+        clock_us = (lambda: int(round(clock() * 1_000_000))) if clock is not None else None
+        self.tail = LogTail(
+            db=db,
+            table=config.table,
+            bucket_thresholds_ms=bucket_thresholds_ms(config.buckets),
+            ops=self.ops,
+            statuses=self.statuses,
+            longest_window_us=self.sliding.longest,
+            batch_size=config.batch_size,
+            clock_us=clock_us,
+            on_rows=self.sliding.add,
+            on_time=self.sliding.advance,
+            subscribers=[self.counters],
+        )
+        self._reset_windows_on_warmup()
+
+    def _reset_windows_on_warmup(self) -> None:
+        # The sliding windows are reset together with every other subscriber of the tail.
+        class _WindowReset(LogSubscriber):
+            def __init__(self, sliding: SlidingWindows) -> None:
+                self.sliding = sliding
+
+            def on_groups(self, groups: Sequence[Group]) -> None:
+                pass
+
+            def reset(self) -> None:
+                self.sliding.reset()
+
+        self.tail.subscribers.insert(0, _WindowReset(self.sliding))
+
+    def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
+        """Let another collector (business) read the same rows once."""
+        self.tail.subscribers.append(subscriber)
+        self.sliding.consumers.append(window_consumer)
+
+    def collect(self, deadline: Deadline) -> list[Metric]:
+        try:
+            self.tail.refresh(deadline)
+        except CollectorError as exc:
+            if self.tail.warm:
+                raise CollectorError(exc.reason, exc.message, self._families()) from None
+            raise
+        return self._families()
+
+    def _families(self) -> list[Metric]:
+        return [
+            *self._cumulative(),
+            *self._recent(),
+            *self._self_metrics(),
+        ]
+
+    def _label_pairs(self) -> list[tuple[int, int]]:
+        known = [
+            (o, s) for o in range(self.ops.known_count) for s in range(self.statuses.known_count)
+        ]
+        seen = set(self.counters.operations) | {
+            unpack(code) for counts in self.window_stats.counts for code in counts
+        }
+        return known + sorted(seen - set(known))
+
+    def _cumulative(self) -> list[Metric]:
+        ops, statuses = self.ops.values, self.statuses.values
+        total = CounterMetricFamily(
+            "customer_sync_operations",
+            "Rows written to the sync log, by operation type and status, since the table began "
+            "(read once at start-up, then as they arrive). Errors are status failed (1C import) "
+            "and error (sync logger).",
+            labels=["operation_type", "status"],
+        )
+        newest = GaugeMetricFamily(
+            "customer_sync_last_operation_timestamp_seconds",
+            "created_at of the newest sync-log row of this type and status (Unix time).",
+            labels=["operation_type", "status"],
+        )
+        for o, s in self._label_pairs():
+            total.add_metric([ops[o], statuses[s]], self.counters.operations.get((o, s), 0))
+            ts = self.counters.newest.get((o, s))
+            if ts is not None:
+                newest.add_metric([ops[o], statuses[s]], ts / 1_000_000)
+        hist = HistogramMetricFamily(
+            "customer_sync_operation_duration_seconds",
+            "duration_ms / 1000 of sync-log rows that record a duration (production 1C-import "
+            "rows leave it NULL and are not observed).",
+            labels=["operation_type"],
+        )
+        bounds = [f"{b:g}" for b in self.buckets] + ["+Inf"]
+        for op, counts in sorted(self.counters.buckets.items()):
+            cumulative, acc = [], 0
+            for bound, n in zip(bounds, counts, strict=True):
+                acc += n
+                cumulative.append((bound, float(acc)))
+            hist.add_metric(
+                [ops[op]], cumulative, sum_value=self.counters.duration_sum_ms[op] / 1000
+            )
+        return [total, newest, hist]
+
+    def _recent(self) -> list[Metric]:
+        ops, statuses = self.ops.values, self.statuses.values
+        recent = GaugeMetricFamily(
+            "customer_sync_recent_operations",
+            "Sync-log rows with created_at in (now - window, now] at scrape time.",
+            labels=["operation_type", "status", "window"],
+        )
+        pct = GaugeMetricFamily(
+            "customer_sync_recent_duration_seconds",
+            "Exact percentile (PostgreSQL percentile_cont) of duration_ms / 1000 over the rows of "
+            "the window that record a duration; absent when there are none.",
+            labels=["operation_type", "window", "percentile"],
+        )
+        avg = GaugeMetricFamily(
+            "customer_sync_recent_duration_avg_seconds",
+            "Mean duration_ms / 1000 over the rows of the window that record a duration.",
+            labels=["operation_type", "window"],
+        )
+        pairs = self._label_pairs()
+        for i, window in enumerate(self.windows):
+            counts = self.window_stats.counts[i]
+            for o, s in pairs:
+                recent.add_metric(
+                    [ops[o], statuses[s], window.label], counts.get((o << 16) | s, 0)
+                )
+            for op, values in sorted(self.window_stats.durations[i].items()):
+                if not values:
+                    continue
+                for label, fraction in PERCENTILES:
+                    pct.add_metric(
+                        [ops[op], window.label, label], percentile_cont(values, fraction) / 1000
+                    )
+                avg.add_metric(
+                    [ops[op], window.label],
+                    self.window_stats.duration_sums[i][op] / len(values) / 1000,
+                )
+        return [recent, pct, avg]
+
+    def _self_metrics(self) -> list[Metric]:
+        stats = self.tail.stats
+        return [
+            CounterMetricFamily(
+                "customer_sync_exporter_log_rows_read",
+                "Sync-log rows the exporter has read (each row once; again after a re-read of a "
+                "truncated or restored table).",
+                value=stats.rows_read,
+            ),
+            GaugeMetricFamily(
+                "customer_sync_exporter_log_last_id",
+                "Highest sync-log id read so far (the tail cursor).",
+                value=self.tail.cursor,
+            ),
+            GaugeMetricFamily(
+                "customer_sync_exporter_log_pending_gaps",
+                "Ids below the cursor not yet seen: rows of transactions still in flight, or "
+                "rolled-back ids waiting to be confirmed.",
+                value=len(self.tail.gaps),
+            ),
+        ]

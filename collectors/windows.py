@@ -1,0 +1,173 @@
+"""Sliding time windows over the sync log, kept in memory and updated incrementally.
+
+Rows live in a compact columnar store sorted by ``created_at`` (microseconds). When time moves
+from ``t0`` to ``t1`` a window of length ``w`` loses the rows in ``(t0 - w, t1 - w]`` and gains the
+rows in ``(t0, t1]``; a row that arrives late (an out-of-order commit) enters every window that
+already covers its timestamp. So a scrape touches only the rows that crossed a boundary since the
+last one, never the whole window. Consumers see batches of ``(ts, code, duration_ms, customer)``
+tuples (``-1`` for NULL) and keep their own aggregates.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_right
+from collections.abc import Iterator, Sequence
+from typing import Protocol
+
+Row = tuple[int, int, int, int]  # created_at µs, label code, duration_ms or -1, customer or -1
+
+_CHUNK = 4096
+
+
+class WindowConsumer(Protocol):
+    def enter(self, window: int, rows: Sequence[Row]) -> None: ...
+
+    def leave(self, window: int, rows: Sequence[Row]) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class _Chunk:
+    __slots__ = ("code", "cust", "dur", "ts")
+
+    def __init__(self) -> None:
+        self.ts = array("q")
+        self.code = array("q")
+        self.dur = array("q")
+        self.cust = array("q")
+
+    def insert(self, i: int, row: Row) -> None:
+        self.ts.insert(i, row[0])
+        self.code.insert(i, row[1])
+        self.dur.insert(i, row[2])
+        self.cust.insert(i, row[3])
+
+    def split(self) -> _Chunk:
+        half = len(self.ts) // 2
+        tail = _Chunk()
+        for name in self.__slots__:
+            col = getattr(self, name)
+            getattr(tail, name).extend(col[half:])
+            del col[half:]
+        return tail
+
+    def drop_prefix(self, n: int) -> None:
+        for name in self.__slots__:
+            del getattr(self, name)[:n]
+
+    def rows(self, lo: int, hi: int) -> Iterator[Row]:
+        return zip(self.ts[lo:hi], self.code[lo:hi], self.dur[lo:hi], self.cust[lo:hi], strict=True)
+
+
+class RowStore:
+    """Rows sorted by timestamp in chunks of parallel 64-bit arrays (32 bytes a row)."""
+
+    def __init__(self) -> None:
+        self._chunks: list[_Chunk] = []
+        self._firsts: list[int] = []  # first timestamp of each chunk, for bisect
+
+    def __len__(self) -> int:
+        return sum(len(c.ts) for c in self._chunks)
+
+    def insert(self, row: Row) -> None:
+        ts = row[0]
+        if not self._chunks:
+            self._chunks.append(_Chunk())
+            self._firsts.append(ts)
+        k = max(0, bisect_right(self._firsts, ts) - 1)
+        chunk = self._chunks[k]
+        if chunk.ts and ts >= chunk.ts[-1]:
+            chunk.insert(len(chunk.ts), row)
+        else:
+            chunk.insert(bisect_right(chunk.ts, ts), row)
+        self._firsts[k] = chunk.ts[0]
+        if len(chunk.ts) > 2 * _CHUNK:
+            tail = chunk.split()
+            self._chunks.insert(k + 1, tail)
+            self._firsts.insert(k + 1, tail.ts[0])
+
+    def range(self, lo: int, hi: int) -> list[Row]:
+        """Rows with ``lo < ts <= hi``."""
+        out: list[Row] = []
+        if hi <= lo or not self._chunks:
+            return out
+        k = max(0, bisect_right(self._firsts, lo) - 1)
+        while k < len(self._chunks) and self._firsts[k] <= hi:
+            chunk = self._chunks[k]
+            a = bisect_right(chunk.ts, lo)
+            b = bisect_right(chunk.ts, hi)
+            if a < b:
+                out.extend(chunk.rows(a, b))
+            k += 1
+        return out
+
+    def drop_through(self, ts: int) -> None:
+        """Forget rows with timestamp ``<= ts``: no window will ever hold them again."""
+        while self._chunks and self._chunks[0].ts and self._chunks[0].ts[-1] <= ts:
+            self._chunks.pop(0)
+            self._firsts.pop(0)
+        if self._chunks:
+            head = self._chunks[0]
+            n = bisect_right(head.ts, ts)
+            if n:
+                head.drop_prefix(n)
+                self._firsts[0] = head.ts[0]
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._firsts.clear()
+
+
+class SlidingWindows:
+    """Windows ``(now - w, now]`` for several ``w`` over one row store, fed to consumers."""
+
+    def __init__(self, lengths_us: Sequence[int], consumers: Sequence[WindowConsumer] = ()) -> None:
+        self.lengths = list(lengths_us)
+        self.longest = max(self.lengths)
+        self.consumers = list(consumers)
+        self.store = RowStore()
+        self.now: int | None = None
+
+    def add(self, rows: Sequence[Row]) -> None:
+        """New rows (any timestamps). Rows already inside a window enter it at once."""
+        now = self.now
+        if now is None:
+            for row in rows:
+                self.store.insert(row)
+            return
+        horizon = now - self.longest
+        kept = [r for r in rows if r[0] > horizon]
+        for row in kept:
+            self.store.insert(row)
+        for i, length in enumerate(self.lengths):
+            inside = [r for r in kept if now - length < r[0] <= now]
+            if inside:
+                for c in self.consumers:
+                    c.enter(i, inside)
+
+    def advance(self, now: int) -> None:
+        """Move every window to end at ``now`` (time never goes back: a stepped-back clock waits)."""
+        last = self.now
+        if last is not None and now <= last:
+            return
+        for i, length in enumerate(self.lengths):
+            if last is None:
+                entering = self.store.range(now - length, now)
+            else:
+                leaving = self.store.range(last - length, min(last, now - length))
+                if leaving:
+                    for c in self.consumers:
+                        c.leave(i, leaving)
+                entering = self.store.range(max(last, now - length), now)
+            if entering:
+                for c in self.consumers:
+                    c.enter(i, entering)
+        self.now = now
+        self.store.drop_through(now - self.longest)
+
+    def reset(self) -> None:
+        self.store.clear()
+        self.now = None
+        for c in self.consumers:
+            c.reset()
