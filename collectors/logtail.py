@@ -93,7 +93,7 @@ class Group(NamedTuple):
     search_method: str | None
     found: str | None
     identification_method: str | None
-    count: int
+    rows: int
     duration_sum_ms: int
     newest_us: int
 
@@ -268,7 +268,7 @@ class LogTail:
                     if gap_id not in seen:
                         self.gaps[gap_id] = _Gap(detected)
                 self._deliver(groups, recent)
-                self.stats.rows_read += sum(g.count for g in groups)
+                self.stats.rows_read += sum(g.rows for g in groups)
                 self._set_time(now)
                 self.warm = True
         except CollectorError as exc:
@@ -339,9 +339,8 @@ class LogTail:
         now = self.monotonic()
         expired = []
         for gap_id, gap in self.gaps.items():
-            if gap.horizon is None:
-                if now - gap.detected >= GAP_SETTLE_SECONDS:
-                    gap.horizon = xmax
+            if gap.horizon is None and now - gap.detected >= GAP_SETTLE_SECONDS:
+                gap.horizon = xmax
             if gap.horizon is not None and xmin >= gap.horizon:
                 expired.append(gap_id)
         for gap_id in expired:

@@ -69,14 +69,14 @@ class SyncCounters(LogSubscriber):
     def on_groups(self, groups: Sequence[Group]) -> None:
         for g in groups:
             key = (g.op, g.status)
-            self.operations[key] += g.count
+            self.operations[key] += g.rows
             if g.newest_us > self.newest.get(key, -(2**62)):
                 self.newest[key] = g.newest_us
             if g.bucket is not None:
                 counts = self.buckets.get(g.op)
                 if counts is None:
                     counts = self.buckets[g.op] = [0] * (self.n_buckets + 1)
-                counts[g.bucket] += g.count
+                counts[g.bucket] += g.rows
                 self.duration_sum_ms[g.op] += g.duration_sum_ms
 
 
@@ -144,7 +144,7 @@ class SyncLogCollector:
         )
         if clock is None and config.time_source == "local":
             clock = time.time
-        clock_us = (lambda: int(round(clock() * 1_000_000))) if clock is not None else None
+        clock_us = (lambda: round(clock() * 1_000_000)) if clock is not None else None
         self.tail = LogTail(
             db=db,
             table=config.table,

@@ -147,7 +147,7 @@ class SlidingWindows:
                     c.enter(i, inside)
 
     def advance(self, now: int) -> None:
-        """Move every window to end at ``now`` (time never goes back: a stepped-back clock waits)."""
+        """Move every window to end at ``now``; a clock that steps back waits."""
         last = self.now
         if last is not None and now <= last:
             return
