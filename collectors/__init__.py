@@ -1,0 +1,1 @@
+"""Collectors: one module per source (database, Redis, disk, 1C, processes)."""

@@ -1,0 +1,144 @@
+"""PostgreSQL connection budget: who holds connections, in which state, and how many are left.
+
+The server-wide view matters because ``max_connections`` is shared by every database on the
+server: the shop, Celery and this exporter all draw from it. Only client backends count (not
+autovacuum, walsender, ...), and the backend running our own query is left out so the exporter
+does not see itself as load.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.collector import CollectorError, Deadline, Reason, dependency_up
+from exporter.config import PostgresConfig
+from exporter.db import Database
+
+# Every value pg_stat_activity.state can take for a client backend ("starting" exists since
+# PostgreSQL 18); "unknown" is a NULL state, shown when our role may not see another role's
+# sessions (grant pg_read_all_stats to see them).
+STATES = (
+    "starting",
+    "active",
+    "idle",
+    "idle in transaction",
+    "idle in transaction (aborted)",
+    "fastpath function call",
+    "disabled",
+    "unknown",
+)
+OTHER_APPLICATION = "(other)"
+
+_ACTIVITY_SQL = """
+SELECT coalesce(state, 'unknown') AS state, application_name, count(*) AS n
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+GROUP BY 1, 2
+"""
+
+_SETTINGS_SQL = """
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       coalesce(current_setting('reserved_connections', true)::int, 0)
+"""
+
+
+class PostgresCollector:
+    """Connections by state and application, the usable budget, and our own pool's health."""
+
+    name = "postgres"
+
+    def __init__(self, db: Database, config: PostgresConfig) -> None:
+        self.db = db
+        self.config = config
+
+    def collect(self, deadline: Deadline) -> list[Metric]:
+        # Read before we take a connection ourselves, so "in use" shows the other collectors.
+        pool = self._pool_families()
+        try:
+            with self.db.connection(deadline) as conn:
+                rows = conn.execute(_ACTIVITY_SQL).fetchall()
+                settings = conn.execute(_SETTINGS_SQL).fetchone()
+        except CollectorError as exc:
+            # A server that answered with an SQL error is up; anything else means unreachable.
+            up = dependency_up("postgres", _UP_HELP, exc.reason is Reason.QUERY)
+            raise CollectorError(exc.reason, exc.message, [up, *pool]) from None
+        assert settings is not None
+        return [
+            dependency_up("postgres", _UP_HELP, True),
+            *self._activity_families(rows),
+            self._usable(settings),
+            *pool,
+        ]
+
+    def _activity_families(self, rows: list[Any]) -> list[Metric]:
+        by_state: Counter[str] = Counter()
+        by_app: Counter[str] = Counter()
+        allowed = set(self.config.application_names)
+        for state, app, n in rows:
+            by_state[state] += n
+            by_app[app if app in allowed else OTHER_APPLICATION] += n
+        states = GaugeMetricFamily(
+            "customer_sync_postgres_connections",
+            "Client connections to the whole PostgreSQL server by pg_stat_activity state, "
+            "excluding the exporter's own querying backend; 'unknown' = state not visible to "
+            "the exporter's role.",
+            labels=["state"],
+        )
+        for state in (*STATES, *sorted(set(by_state) - set(STATES))):
+            states.add_metric([state], by_state[state])
+        apps = GaugeMetricFamily(
+            "customer_sync_postgres_application_connections",
+            "Client connections by application_name for the configured allow-list; every other "
+            f"application is summed under {OTHER_APPLICATION!r}.",
+            labels=["application_name"],
+        )
+        for app in (*self.config.application_names, OTHER_APPLICATION):
+            apps.add_metric([app], by_app[app])
+        return [states, apps]
+
+    @staticmethod
+    def _usable(settings: Any) -> Metric:
+        max_conn, superuser_reserved, reserved = settings
+        return GaugeMetricFamily(
+            "customer_sync_postgres_connections_usable",
+            "Connections ordinary roles can open: max_connections - "
+            "superuser_reserved_connections - reserved_connections (PostgreSQL 16+).",
+            value=max_conn - superuser_reserved - reserved,
+        )
+
+    def _pool_families(self) -> list[Metric]:
+        stats = self.db.pool.get_stats()
+        size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+        conns = GaugeMetricFamily(
+            "customer_sync_exporter_db_pool_connections",
+            "Connections in the exporter's own PostgreSQL pool: 'available' idle in the pool, "
+            "'in_use' lent to a collector or being opened.",
+            labels=["state"],
+        )
+        conns.add_metric(["available"], available)
+        conns.add_metric(["in_use"], max(0, size - available))
+        return [
+            conns,
+            GaugeMetricFamily(
+                "customer_sync_exporter_db_pool_max_connections",
+                "The most connections the exporter's pool may open (database.pool_max_size).",
+                value=stats.get("pool_max", 0),
+            ),
+            GaugeMetricFamily(
+                "customer_sync_exporter_db_pool_waiting_requests",
+                "Collectors waiting for a connection from the exporter's pool right now.",
+                value=stats.get("requests_waiting", 0),
+            ),
+            CounterMetricFamily(
+                "customer_sync_exporter_db_pool_connection_errors_total",
+                "Failed attempts of the exporter's pool to open a connection since start.",
+                value=stats.get("connections_errors", 0),
+            ),
+        ]
+
+
+_UP_HELP = "1 if PostgreSQL answered the exporter's query in this scrape, else 0."

@@ -1,0 +1,268 @@
+"""The PostgreSQL collector on a real server, checked against an independent pg_stat_activity."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client.core import Metric
+from pydantic import SecretStr
+
+from collectors.postgres import OTHER_APPLICATION, STATES, PostgresCollector
+from exporter.collector import CollectorError, Deadline, Reason
+from exporter.config import DatabaseConfig, PostgresConfig
+from exporter.db import Database
+from exporter.demo.postgres import EmbeddedPostgres
+
+
+def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
+    """Every sample of ``name`` keyed by its label values."""
+    return {
+        tuple(s.labels.values()): s.value for f in families for s in f.samples if s.name == name
+    }
+
+
+def value(families: list[Metric], name: str) -> float:
+    (only,) = samples(families, name).values()
+    return only
+
+
+@pytest.fixture
+def app_name() -> str:
+    return f"exporter-test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def db(db_dsn: str, app_name: str) -> Iterator[Database]:
+    # One pooled connection: the exporter's only backend is the one running the query.
+    database = Database(
+        DatabaseConfig(dsn=SecretStr(db_dsn), application_name=app_name, pool_max_size=1)
+    )
+    yield database
+    database.close()
+
+
+def independent_states(checker: psycopg.Connection[Any], exporter_app: str) -> dict[str, int]:
+    """pg_stat_activity read by another connection, as the collector saw it a moment before.
+
+    The exporter's pooled backend is left out (the collector excludes itself) and the checker,
+    which was idle while the collector ran, is counted as idle.
+    """
+    rows = checker.execute(
+        "SELECT coalesce(state, 'unknown'), count(*)::int FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        " AND application_name <> %s GROUP BY 1",
+        (exporter_app,),
+    ).fetchall()
+    out = {state: 0 for state in STATES}
+    out.update(dict(rows))
+    out["idle"] += 1
+    return out
+
+
+def wait_for_state(checker: psycopg.Connection[Any], pid: int, state: str) -> None:
+    end = time.monotonic() + 5
+    query = "SELECT state FROM pg_stat_activity WHERE pid = %s"
+    while checker.execute(query, (pid,)).fetchone() != (state,):
+        assert time.monotonic() < end, f"backend {pid} never became {state!r}"
+        time.sleep(0.02)
+
+
+def test_connections_by_state_appear_and_disappear(
+    db: Database, db_dsn: str, app_name: str
+) -> None:
+    collector = PostgresCollector(db, PostgresConfig())
+    with psycopg.connect(db_dsn, autocommit=True, application_name="checker") as checker:
+        before = samples(collector.collect(Deadline.after(5)), "customer_sync_postgres_connections")
+        expected_before = independent_states(checker, app_name)
+        assert before == {(s,): float(n) for s, n in expected_before.items()}
+
+        opened: list[psycopg.Connection[Any]] = []
+        for _ in range(2):  # idle
+            opened.append(psycopg.connect(db_dsn, autocommit=True))
+        in_tx = psycopg.connect(db_dsn)  # idle in transaction
+        in_tx.execute("SELECT 1")
+        aborted = psycopg.connect(db_dsn)  # idle in transaction (aborted)
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            aborted.execute("SELECT 1/0")
+        busy = psycopg.connect(db_dsn, autocommit=True)  # active
+
+        def sleep_until_cancelled() -> None:
+            with pytest.raises(psycopg.errors.QueryCanceled):
+                busy.execute("SELECT pg_sleep(30)")
+
+        sleeper = threading.Thread(target=sleep_until_cancelled)
+        sleeper.start()
+        opened += [in_tx, aborted, busy]
+        try:
+            wait_for_state(checker, busy.info.backend_pid, "active")
+            during_families = collector.collect(Deadline.after(5))
+            during = samples(during_families, "customer_sync_postgres_connections")
+            expected = independent_states(checker, app_name)
+            assert during == {(s,): float(n) for s, n in expected.items()}
+            # The connections this test opened show up as exactly these differences.
+            diff = {s[0]: during[s] - before[s] for s in during}
+            assert diff["idle"] == 2
+            assert diff["idle in transaction"] == 1
+            assert diff["idle in transaction (aborted)"] == 1
+            assert diff["active"] == 1
+        finally:
+            busy.cancel_safe()
+            sleeper.join(5)
+            for conn in opened:
+                conn.close()
+
+        end = time.monotonic() + 5
+        while True:  # backends exit asynchronously after the client closes
+            after = samples(
+                collector.collect(Deadline.after(5)), "customer_sync_postgres_connections"
+            )
+            expected_after = independent_states(checker, app_name)
+            if after == before or time.monotonic() > end:
+                break
+            time.sleep(0.05)
+        assert after == {(s,): float(n) for s, n in expected_after.items()}
+        assert after == before
+
+
+def test_application_allow_list_with_other_bucket(db: Database, db_dsn: str, app_name: str) -> None:
+    config = PostgresConfig(application_names=["freesport-web", "celery", "never-connected"])
+    collector = PostgresCollector(db, config)
+    conns = [
+        psycopg.connect(db_dsn, application_name=name)
+        for name in ("freesport-web", "freesport-web", "celery", "some-script")
+    ]
+    try:
+        with psycopg.connect(db_dsn, autocommit=True, application_name="checker") as checker:
+            got = samples(
+                collector.collect(Deadline.after(5)),
+                "customer_sync_postgres_application_connections",
+            )
+            rows = dict(
+                checker.execute(
+                    "SELECT application_name, count(*)::int FROM pg_stat_activity"
+                    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                    " AND application_name <> %s GROUP BY 1",
+                    (app_name,),
+                ).fetchall()
+            )
+        rows["checker"] = rows.get("checker", 0) + 1  # idle while the collector ran
+        listed = {n: rows.pop(n, 0) for n in config.application_names}
+        assert got == {
+            ("freesport-web",): listed["freesport-web"],
+            ("celery",): listed["celery"],
+            ("never-connected",): 0,
+            (OTHER_APPLICATION,): sum(rows.values()),
+        }
+        assert listed == {"freesport-web": 2, "celery": 1, "never-connected": 0}
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_pool_stats_match_the_pool(db: Database) -> None:
+    collector = PostgresCollector(db, PostgresConfig())
+    collector.collect(Deadline.after(5))  # the first scrape opens the pool's connection
+    families = collector.collect(Deadline.after(5))
+    stats = db.pool.get_stats()
+    pool = samples(families, "customer_sync_exporter_db_pool_connections")
+    assert pool == {
+        ("available",): stats["pool_available"],
+        ("in_use",): stats["pool_size"] - stats["pool_available"],
+    }
+    assert pool[("available",)] == 1 and pool[("in_use",)] == 0
+    assert value(families, "customer_sync_exporter_db_pool_max_connections") == 1
+    assert value(families, "customer_sync_exporter_db_pool_waiting_requests") == 0
+    assert value(families, "customer_sync_postgres_up") == 1
+
+
+def test_exhausted_pool_reports_waiters_and_times_out(db: Database) -> None:
+    """The only pooled connection is held and another caller waits: the collector says so."""
+    collector = PostgresCollector(db, PostgresConfig())
+    waiter_done = threading.Event()
+
+    def waiter() -> None:  # another user of the pool, patient enough to outlast the scrape
+        with db.pool.connection(timeout=5):
+            pass
+        waiter_done.set()
+
+    with db.connection(Deadline.after(10)):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        end = time.monotonic() + 3
+        while db.pool.get_stats().get("requests_waiting", 0) < 1:
+            assert time.monotonic() < end
+            time.sleep(0.01)
+        start = time.monotonic()
+        with pytest.raises(CollectorError) as caught:
+            collector.collect(Deadline.after(2))
+        assert time.monotonic() - start < 2
+    thread.join(5)
+    assert waiter_done.is_set()
+    assert caught.value.reason is Reason.TIMEOUT
+    partial = caught.value.partial
+    assert value(partial, "customer_sync_postgres_up") == 0
+    assert samples(partial, "customer_sync_exporter_db_pool_connections") == {
+        ("available",): 0,
+        ("in_use",): 1,
+    }
+    assert value(partial, "customer_sync_exporter_db_pool_waiting_requests") == 1
+
+
+def test_usable_connections_and_kill_and_recovery(tmp_path: Path) -> None:
+    server = EmbeddedPostgres(
+        tmp_path / "pg",
+        settings={
+            "max_connections": "40",
+            "superuser_reserved_connections": "2",
+            "reserved_connections": "5",
+        },
+    ).start()
+    db = Database(DatabaseConfig(dsn=SecretStr(server.dsn("postgres")), connect_timeout=1))
+    collector = PostgresCollector(db, PostgresConfig())
+    try:
+        families = collector.collect(Deadline.after(5))
+        with psycopg.connect(server.dsn("postgres")) as conn:
+            settings = dict(
+                conn.execute(
+                    "SELECT name, setting::int FROM pg_settings WHERE name IN"
+                    " ('max_connections', 'superuser_reserved_connections',"
+                    " 'reserved_connections')"
+                ).fetchall()
+            )
+        assert settings == {
+            "max_connections": 40,
+            "superuser_reserved_connections": 2,
+            "reserved_connections": 5,
+        }
+        assert value(families, "customer_sync_postgres_connections_usable") == 40 - 2 - 5
+        assert value(families, "customer_sync_postgres_up") == 1
+
+        server.kill()
+        start = time.monotonic()
+        with pytest.raises(CollectorError) as caught:
+            collector.collect(Deadline.after(3))
+        assert time.monotonic() - start < 3
+        assert caught.value.reason is Reason.CONNECT, caught.value.message
+        assert value(caught.value.partial, "customer_sync_postgres_up") == 0
+        assert server.password not in caught.value.message
+
+        server.start()
+        end = time.monotonic() + 10
+        while True:  # the pool reconnects by itself; no restart of the exporter
+            try:
+                families = collector.collect(Deadline.after(3))
+                break
+            except CollectorError:
+                assert time.monotonic() < end, "the collector did not recover"
+                time.sleep(0.1)
+        assert value(families, "customer_sync_postgres_up") == 1
+    finally:
+        db.close()
+        server.stop()
