@@ -95,7 +95,6 @@ class EmbeddedPostgres:
             "shared_preload_libraries": "pg_stat_statements",
             "max_connections": "100",
             "fsync": "off",
-            "synchronous_commit": "off",
             "full_page_writes": "off",
             **self.settings,
         }
