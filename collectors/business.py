@@ -1,0 +1,343 @@
+"""Business outcomes of the sync (story 3.5.1), each taken from where DATA.md says it really lives.
+
+* From the sync log, read once through the shared tail (O(new rows) per scrape): conflicts by
+  ``details->>'conflict_source'`` (bug 1), identifications by ``search_method``/``found`` and the
+  legacy ``identification_method`` (bug 2), admin notifications from ``email_sent`` and
+  ``notification_failed`` rows (bug 4), distinct customers of success rows per window with NULL
+  excluded (bug 6).
+* From ``users``: customers by origin (``created_in_1c``) and role, registrations vs 1C imports
+  per window (bug 5: not export_to_1c/import_from_1c log rows), the export queue.
+* From ``common_syncconflict``: conflict records by type, strategy and resolution.
+* From ``import_sessions``: sessions by type and status, and when each last finished.
+Ratios (auto-resolution, identification success) are PromQL recording rules, not Python (bug 3).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from psycopg import sql
+
+from collectors.logtail import Group, LabelSet, LogSubscriber
+from collectors.synclog import SyncLogCollector
+from collectors.windows import Row, WindowConsumer
+from exporter.collector import CollectorError, Deadline
+from exporter.config import BusinessConfig
+from exporter.db import Database
+
+CONFLICT_SOURCES = ("portal_registration", "data_import", "unknown")
+IDENTIFICATION_METHODS = ("onec_id", "onec_guid", "tax_id", "email", "none")
+ROLES = (
+    "retail", "wholesale_level1", "wholesale_level2", "wholesale_level3", "wholesale_level4",
+    "trainer", "federation_rep", "admin", "unregistered",
+)  # fmt: skip
+ORIGINS = ("1c_import", "portal")
+CONFLICT_TYPES = ("portal_registration_blocked", "customer_data")
+RESOLUTION_STRATEGIES = ("onec_wins", "portal_wins", "manual")
+IMPORT_TYPES = ("catalog", "variants", "attributes", "images", "stocks", "prices", "customers")
+IMPORT_STATUSES = ("pending", "started", "in_progress", "completed", "failed")
+LABEL_CAP = 50
+CONFLICT_RECOUNT_MAX_AGE = 300.0
+
+
+class BusinessCounters(LogSubscriber):
+    """Cumulative business numbers from sync-log rows."""
+
+    def __init__(self, statuses: LabelSet, ops: LabelSet) -> None:
+        self.statuses = statuses
+        self.ops = ops
+        self.reset()
+
+    def reset(self) -> None:
+        self.conflicts: Counter[tuple[str, int]] = Counter()
+        self.identifications: Counter[tuple[str, str]] = Counter()
+        self.notifications: Counter[str] = Counter()
+        self.methods = LabelSet(IDENTIFICATION_METHODS, LABEL_CAP)
+        self.sources = LabelSet(CONFLICT_SOURCES, LABEL_CAP)
+
+    def on_groups(self, groups: Sequence[Group]) -> None:
+        op_name = self.ops.values
+        success = self.statuses.code("success")
+        for g in groups:
+            op = op_name[g.op]
+            if op == "conflict_resolution":
+                source = self.sources.values[self.sources.code(g.conflict_source or "unknown")]
+                self.conflicts[(source, g.status)] += g.rows
+                if g.email_sent == "true":
+                    self.notifications["sent"] += g.rows
+            elif op == "notification_failed":
+                self.notifications["failed"] += g.rows
+            elif op == "customer_identification":
+                method = self.methods.values[self.methods.code(g.search_method or "none")]
+                found = "true" if g.found == "true" else "false"
+                self.identifications[(method, found)] += g.rows
+            elif op == "identify_customer":
+                legacy = g.identification_method
+                method_name = "none" if legacy in (None, "not_found") else legacy
+                method = self.methods.values[self.methods.code(method_name)]
+                found = "true" if g.status == success else "false"
+                self.identifications[(method, found)] += g.rows
+
+
+class DistinctCustomers(WindowConsumer):
+    """Per window, how many success rows each customer has (so leaving rows can be undone)."""
+
+    def __init__(self, n_windows: int, success_code: Callable[[], int]) -> None:
+        self.n_windows = n_windows
+        self.success_code = success_code
+        self.reset()
+
+    def reset(self) -> None:
+        self.customers: list[Counter[int]] = [Counter() for _ in range(self.n_windows)]
+
+    def enter(self, window: int, rows: Sequence[Row]) -> None:
+        success, customers = self.success_code(), self.customers[window]
+        for _, code, _, customer in rows:
+            if customer >= 0 and code & 0xFFFF == success:
+                customers[customer] += 1
+
+    def leave(self, window: int, rows: Sequence[Row]) -> None:
+        success, customers = self.success_code(), self.customers[window]
+        for _, code, _, customer in rows:
+            if customer >= 0 and code & 0xFFFF == success:
+                customers[customer] -= 1
+                if not customers[customer]:
+                    del customers[customer]
+
+
+class _StatsGatedCount:
+    """A GROUP BY over a large append-mostly table, redone only when the table changed.
+
+    PostgreSQL's per-table activity counters (inserts, updates, deletes) and the relation's file
+    node (which TRUNCATE replaces) are read on every scrape; the count itself is rerun only when
+    they moved, or after ``max_age`` seconds in case statistics are off.
+    """
+
+    def __init__(self, table: str, query: sql.Composed, max_age: float) -> None:
+        self.table = table
+        self.query = query
+        self.max_age = max_age
+        self.key: tuple[Any, ...] | None = None
+        self.rows: list[tuple[Any, ...]] = []
+        self.counted_at = 0.0
+
+    def fetch(self, conn: Any) -> list[tuple[Any, ...]]:
+        key = conn.execute(
+            "SELECT n_tup_ins, n_tup_upd, n_tup_del, pg_relation_filenode(relid)"
+            " FROM pg_stat_user_tables WHERE relid = %s::regclass",
+            (self.table,),
+        ).fetchone()
+        stale = time.monotonic() - self.counted_at > self.max_age
+        if key is None or key != self.key or stale:
+            self.rows = conn.execute(self.query).fetchall()
+            self.key = key
+            self.counted_at = time.monotonic()
+        return self.rows
+
+
+def _ident(table: str) -> sql.Identifier:
+    return sql.Identifier(*table.split("."))
+
+
+class BusinessCollector:
+    name = "business"
+
+    def __init__(
+        self,
+        db: Database,
+        config: BusinessConfig,
+        synclog: SyncLogCollector,
+    ) -> None:
+        """Shares ``synclog``'s tail, windows and time source, so both agree on every row."""
+        self.db = db
+        self.config = config
+        self.synclog = synclog
+        self.counters = BusinessCounters(synclog.statuses, synclog.ops)
+        self.customers = DistinctCustomers(
+            len(synclog.windows), lambda: synclog.statuses.code("success")
+        )
+        synclog.attach(self.counters, self.customers)
+        self.roles = LabelSet(ROLES, LABEL_CAP)
+        self.conflict_count = _StatsGatedCount(
+            config.conflicts_table,
+            sql.SQL(
+                "SELECT conflict_type, resolution_strategy, is_resolved, count(*) FROM {}"
+                " GROUP BY 1, 2, 3"
+            ).format(_ident(config.conflicts_table)),
+            CONFLICT_RECOUNT_MAX_AGE,
+        )
+        windows = sql.SQL(", ").join(
+            sql.SQL("count(*) FILTER (WHERE created_at > {now} - {w} * interval '1 second'"
+                    " AND created_at <= {now})").format(
+                now=sql.Placeholder("now"), w=sql.Literal(w.seconds))
+            for w in synclog.windows
+        )
+        self.users_query = sql.SQL(
+            "SELECT created_in_1c, role, count(*),"
+            " count(*) FILTER (WHERE needs_1c_export AND is_active), {windows}"
+            " FROM {users} GROUP BY 1, 2"
+        ).format(windows=windows, users=_ident(config.users_table))
+        self.imports_query = sql.SQL(
+            "SELECT import_type, status, count(*), max(extract(epoch FROM finished_at))::float8"
+            " FROM {} GROUP BY 1, 2"
+        ).format(_ident(config.import_sessions_table))
+
+    def collect(self, deadline: Deadline) -> list[Metric]:
+        with self.db.connection(deadline) as conn:
+            now = self._now(conn)
+            tables = [
+                *self._conflict_records(self.conflict_count.fetch(conn)),
+                *self._users(conn.execute(self.users_query, {"now": now}).fetchall()),
+                *self._imports(conn.execute(self.imports_query).fetchall()),
+            ]
+        try:
+            self.synclog.tail.refresh(deadline)
+        except CollectorError as exc:
+            partial = tables + (self._from_log() if self.synclog.tail.warm else [])
+            raise CollectorError(exc.reason, exc.message, partial) from None
+        return tables + self._from_log()
+
+    def _now(self, conn: Any) -> Any:
+        from datetime import UTC, datetime
+
+        clock_us = self.synclog.tail.clock_us
+        if clock_us is not None:
+            return datetime.fromtimestamp(clock_us() / 1_000_000, tz=UTC)
+        return conn.execute("SELECT now()").fetchone()[0]
+
+    def _from_log(self) -> list[Metric]:
+        c = self.counters
+        statuses = self.synclog.statuses.values
+        conflicts = CounterMetricFamily(
+            "customer_sync_conflicts",
+            "conflict_resolution rows of the sync log by details.conflict_source (unknown when the "
+            "key is absent) and row status.",
+            labels=["source", "status"],
+        )
+        zero = {(s, self.synclog.statuses.code(st)) for s in CONFLICT_SOURCES
+                for st in ("success", "error")}
+        for source, status in sorted(zero | set(c.conflicts), key=lambda k: (k[0], k[1])):
+            conflicts.add_metric([source, statuses[status]], c.conflicts.get((source, status), 0))
+        idents = CounterMetricFamily(
+            "customer_sync_identifications",
+            "Customer identifications: customer_identification rows by details.search_method "
+            "(none when null) and details.found; legacy identify_customer rows by "
+            "details.identification_method, found when status is success.",
+            labels=["method", "found"],
+        )
+        methods = set(IDENTIFICATION_METHODS) | {m for m, _ in c.identifications}
+        for method in sorted(methods):
+            for found in ("true", "false"):
+                idents.add_metric([method, found], c.identifications.get((method, found), 0))
+        notes = CounterMetricFamily(
+            "customer_sync_admin_notifications",
+            "Conflict e-mails to the admin: sent = conflict_resolution rows with "
+            "details.email_sent true (sync-logger rows); failed = notification_failed rows. "
+            "Resolver rows carry no email_sent key: a successful resolver e-mail writes no row, "
+            "so it is not counted.",
+            labels=["result"],
+        )
+        for result in ("sent", "failed"):
+            notes.add_metric([result], c.notifications.get(result, 0))
+        synced = GaugeMetricFamily(
+            "customer_sync_recent_customers_synced",
+            "Distinct customer_id over sync-log rows with status success in (now - window, now]; "
+            "rows without a customer are not counted.",
+            labels=["window"],
+        )
+        for i, window in enumerate(self.synclog.windows):
+            synced.add_metric([window.label], len(self.customers.customers[i]))
+        return [conflicts, idents, notes, synced]
+
+    def _conflict_records(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
+        family = GaugeMetricFamily(
+            "customer_sync_conflict_records",
+            "Rows of common_syncconflict by conflict type, resolution strategy and is_resolved "
+            "(auto-resolved = resolved with onec_wins). Recounted only when PostgreSQL's table "
+            "statistics show a change (they lag writes by up to about a second).",
+            labels=["conflict_type", "resolution_strategy", "resolved"],
+        )
+        types, strategies = LabelSet(CONFLICT_TYPES, LABEL_CAP), LabelSet(RESOLUTION_STRATEGIES,
+                                                                          LABEL_CAP)
+        counts: dict[tuple[str, str, str], int] = defaultdict(int)
+        for ctype, strategy, resolved, n in rows:
+            key = (types.values[types.code(ctype)], strategies.values[strategies.code(strategy)],
+                   "true" if resolved else "false")
+            counts[key] += n
+        for t in CONFLICT_TYPES:
+            for s in RESOLUTION_STRATEGIES:
+                for r in ("true", "false"):
+                    counts.setdefault((t, s, r), 0)
+        for key, n in sorted(counts.items()):
+            family.add_metric(list(key), n)
+        return [family]
+
+    def _users(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
+        customers = GaugeMetricFamily(
+            "customer_sync_customers",
+            "Users by origin (1c_import when created_in_1c, else portal registration) and role.",
+            labels=["origin", "role"],
+        )
+        created = GaugeMetricFamily(
+            "customer_sync_recent_customers_created",
+            "Users whose created_at is in (now - window, now]: new portal registrations vs "
+            "customers imported from 1C.",
+            labels=["origin", "window"],
+        )
+        queue = GaugeMetricFamily(
+            "customer_sync_export_queue_customers",
+            "Active users waiting for export to 1C (needs_1c_export).",
+        )
+        by_role: dict[tuple[str, str], int] = defaultdict(int)
+        by_window: dict[tuple[str, int], int] = defaultdict(int)
+        waiting = 0
+        for in_1c, role, n, export, *windows in rows:
+            origin = "1c_import" if in_1c else "portal"
+            by_role[(origin, self.roles.values[self.roles.code(role)])] += n
+            waiting += export
+            for i, w in enumerate(windows):
+                by_window[(origin, i)] += w
+        for origin in ORIGINS:
+            for role in ROLES:
+                by_role.setdefault((origin, role), 0)
+        for (origin, role), n in sorted(by_role.items()):
+            customers.add_metric([origin, role], n)
+        for origin in ORIGINS:
+            for i, window in enumerate(self.synclog.windows):
+                created.add_metric([origin, window.label], by_window.get((origin, i), 0))
+        queue.add_metric([], waiting)
+        return [customers, created, queue]
+
+    def _imports(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
+        sessions = GaugeMetricFamily(
+            "customer_sync_import_sessions",
+            "Rows of import_sessions by import type and status (customers = the 1C customer "
+            "import).",
+            labels=["import_type", "status"],
+        )
+        finished = GaugeMetricFamily(
+            "customer_sync_last_import_finished_timestamp_seconds",
+            "Newest finished_at of import sessions of this type and status (Unix time).",
+            labels=["import_type", "status"],
+        )
+        types, statuses = LabelSet(IMPORT_TYPES, LABEL_CAP), LabelSet(IMPORT_STATUSES, LABEL_CAP)
+        counts: dict[tuple[str, str], int] = defaultdict(int)
+        newest: dict[tuple[str, str], float] = {}
+        for itype, status, n, last in rows:
+            key = (types.values[types.code(itype)], statuses.values[statuses.code(status)])
+            counts[key] += n
+            if last is not None:
+                newest[key] = max(newest.get(key, 0.0), last)
+        for t in IMPORT_TYPES:
+            for s in IMPORT_STATUSES:
+                counts.setdefault((t, s), 0)
+        for key, n in sorted(counts.items()):
+            sessions.add_metric(list(key), n)
+        for key, ts in sorted(newest.items()):
+            finished.add_metric(list(key), ts)
+        return [sessions, finished]
+
