@@ -85,10 +85,10 @@ def samples(families: Sequence[Metric]) -> Samples:
     return out
 
 
-def pick(found: Samples, name: str, **fixed: str) -> dict[tuple[tuple[str, str], ...], float]:
+def pick(data: Samples, name: str, /, **fixed: str) -> dict[tuple[tuple[str, str], ...], float]:
     """Samples of one metric whose labels include ``fixed``, keyed by the remaining labels."""
     out = {}
-    for (n, labels), value in found.items():
+    for (n, labels), value in data.items():
         if n != name:
             continue
         d = dict(labels)

@@ -1,0 +1,382 @@
+"""The business collector on real PostgreSQL, with rows in every writer shape of DATA.md §3.
+
+Each number is compared with an independent SQL query; each §6 bug has a test showing that the
+seed monitor's formula gives a different answer while ours equals the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from collectors.business import BusinessCollector
+from collectors.synclog import SyncLogCollector
+from exporter.collector import CollectorError, Deadline, Reason
+from exporter.config import BusinessConfig, DatabaseConfig, SyncLogConfig
+from exporter.db import Database
+from tests.synclog_rows import LogRow, Samples, insert_rows, insert_users, pick, samples, ts
+
+NOW = 1_795_000_000.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        yield c
+
+
+@pytest.fixture
+def business(db_dsn: str) -> Iterator[tuple[BusinessCollector, Clock]]:
+    db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
+    clock = Clock()
+    synclog = SyncLogCollector(db, SyncLogConfig(), clock=clock)
+    yield BusinessCollector(db, BusinessConfig(), synclog), clock
+    db.close()
+
+
+def scrape(collector: BusinessCollector) -> Samples:
+    end = time.monotonic() + 10
+    while True:
+        try:
+            return samples(collector.collect(Deadline.after(5)))
+        except CollectorError as exc:
+            if exc.reason is not Reason.TIMEOUT or time.monotonic() > end:
+                raise
+            time.sleep(0.1)
+
+
+# --- writer shapes (DATA.md §3) ----------------------------------------------------------------
+
+
+def processor_rows(rng: random.Random, session: int, customers: list[int], at: float) -> list[LogRow]:
+    """CustomerDataProcessor: created/updated/skipped/error, duration NULL, session = import id."""
+    rows = []
+    for _ in range(rng.randint(5, 15)):
+        kind = rng.choice(["created", "updated", "skipped", "error"])
+        when = ts(at - rng.uniform(0, 3000))
+        if kind == "created":
+            cid = rng.choice(customers)
+            rows.append(LogRow("created", "success", when, None, cid, {
+                "role": "unregistered", "has_email": False, "customer_type": "legal_entity"},
+                str(session)))
+            rows.append(LogRow("created", "warning", when, None, cid, {
+                "notes": "Клиент создан без email адреса"}, str(session)))
+        elif kind == "updated":
+            rows.append(LogRow("updated", "success", when, None, rng.choice(customers), {
+                "role": "unregistered", "role_outcome": "roles_skipped_unlinked_record",
+                "role_preserved": True}, str(session)))
+        elif kind == "skipped":
+            rows.append(LogRow("skipped", "success", when, None, None,
+                               {"reason": "not_buyer", "role": "Поставщик"}, str(session)))
+        else:
+            rows.append(LogRow("error", "failed", when, None, None, {}, str(session),
+                               "Невалидный формат email: x@"))
+    return rows
+
+
+def logger_rows(rng: random.Random, customers: list[int], at: float) -> list[LogRow]:
+    """CustomerSyncLogger: every op type with its details keys and a duration."""
+    rows = []
+    for _ in range(rng.randint(5, 15)):
+        when = ts(at - rng.uniform(0, 3000))
+        dur = rng.randint(1, 4000)
+        found = rng.random() < 0.7
+        pick_one = rng.choice([
+            LogRow("customer_identification", "success" if found else "skipped", when, dur,
+                   rng.choice(customers) if found else None, {
+                       "search_method": rng.choice(["onec_id", "onec_guid", "tax_id", "email",
+                                                    None]),
+                       "search_value": "x", "normalized_value": "x", "found": found,
+                       "customer_id": None}),
+            LogRow("conflict_resolution", rng.choice(["success", "error"]), when, dur,
+                   rng.choice(customers), {
+                       "conflict_source": rng.choice(["portal_registration", "data_import"]),
+                       "resolution_strategy": "onec_wins", "conflicting_fields": ["email"],
+                       "changes_made": {}, "action": "data_updated",
+                       "email_sent": rng.random() < 0.5, "sync_conflict_id": None}),
+            LogRow("import_from_1c", rng.choice(["success", "error"]), when, dur,
+                   rng.choice(customers), {"source": "1c_export"}),
+            LogRow("export_to_1c", "success", when, dur, rng.choice(customers),
+                   {"destination": "1c_api"}),
+            LogRow("batch_operation", rng.choice(["success", "warning", "error"]), when, dur, None,
+                   {"operation_name": "x", "total_count": 3}),
+            LogRow("data_validation", "success", when, dur, None, {"is_valid": True}),
+        ])
+        rows.append(pick_one)
+    return rows
+
+
+def resolver(conn: psycopg.Connection[Any], customer: int, source: str, at: float,
+             notify_fails: bool) -> list[LogRow]:
+    """CustomerConflictResolver: a SyncConflict row, a log row without email_sent, maybe a failure."""
+    ctype = "portal_registration_blocked" if source == "portal_registration" else "customer_data"
+    conn.execute(
+        "INSERT INTO common_syncconflict (conflict_type, resolution_strategy, is_resolved,"
+        " resolved_at, created_at, customer_id, details, updated_at)"
+        " VALUES (%s, 'onec_wins', true, %s, %s, %s, %s, %s)",
+        (ctype, ts(at), ts(at), customer, json.dumps({"source": source,
+                                                       "resolved_by": "CustomerConflictResolver"}),
+         ts(at)),
+    )
+    rows = [LogRow("conflict_resolution", "success", ts(at), None, customer, {
+        "conflict_source": source, "resolution_strategy": "onec_wins",
+        "conflicting_fields": ["phone"]})]
+    if notify_fails:
+        rows.append(LogRow("notification_failed", "warning", ts(at), None, None,
+                           {"error": "SMTP down"}, error_message="SMTP down"))
+    return rows
+
+
+def identity_resolver_rows(at: float) -> list[LogRow]:
+    """Legacy CustomerIdentityResolver rows (undeclared op and status)."""
+    return [
+        LogRow("identify_customer", "success", ts(at), None, None,
+               {"identification_method": "tax_id", "tax_id": "7701234567"}),
+        LogRow("identify_customer", "not_found", ts(at), None, None,
+               {"identification_method": "not_found"}),
+    ]
+
+
+def import_session(conn: psycopg.Connection[Any], status: str, finished: float | None) -> int:
+    row = conn.execute(
+        "INSERT INTO import_sessions (import_type, status, started_at, finished_at, report_details,"
+        " error_message, created_at, report, updated_at) VALUES ('customers', %s, %s, %s, '{}', '',"
+        " %s, '', %s) RETURNING id",
+        (status, ts(NOW - 4000), None if finished is None else ts(finished), ts(NOW - 4000),
+         ts(NOW - 4000)),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def write_mixed(conn: psycopg.Connection[Any], seed: int) -> None:
+    rng = random.Random(seed)
+    imported = insert_users(conn, 6, created_in_1c=True, role="unregistered",
+                            created_at=ts(NOW - 600))
+    portal = insert_users(conn, 4, role="retail", needs_export=True, created_at=ts(NOW - 100))
+    insert_users(conn, 2, role="wholesale_level2", needs_export=True, active=False,
+                 created_at=ts(NOW - 90000))
+    customers = imported + portal
+    session = import_session(conn, "completed", NOW - 3500)
+    import_session(conn, "failed", NOW - 100)
+    import_session(conn, "in_progress", None)
+    rows = processor_rows(rng, session, imported, NOW) + logger_rows(rng, customers, NOW)
+    for i in range(rng.randint(2, 6)):
+        rows += resolver(conn, rng.choice(customers), rng.choice(["portal_registration",
+                                                                  "data_import"]),
+                         NOW - 50 * i, rng.random() < 0.3)
+    rows += identity_resolver_rows(NOW - 10)
+    insert_rows(conn, rows)
+
+
+# --- ground truth ------------------------------------------------------------------------------
+
+
+def q(conn: psycopg.Connection[Any], query: str, *params: Any) -> dict[Any, Any]:
+    return {tuple(r[:-1]) if len(r) > 2 else r[0]: r[-1] for r in conn.execute(query, params)}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_every_number_equals_sql(conn, business, seed: int) -> None:
+    collector, clock = business
+    write_mixed(conn, seed)
+    time.sleep(1.1)  # table statistics gate the conflict recount; they lag writes by ~1 s
+    for round_ in range(2):
+        found = scrape(collector)
+        t = ts(clock.now)
+        conflicts = q(conn, "SELECT coalesce(details->>'conflict_source', 'unknown'), status,"
+                      " count(*) FROM common_customersynclog WHERE operation_type ="
+                      " 'conflict_resolution' GROUP BY 1, 2")
+        assert {k: v for k, v in pick(found, "customer_sync_conflicts_total").items() if v} == {
+            (("source", s), ("status", st)): n for (s, st), n in conflicts.items()}
+        idents = q(conn, "SELECT coalesce(details->>'search_method', 'none'),"
+                   " coalesce(details->>'found', 'false'), count(*) FROM common_customersynclog"
+                   " WHERE operation_type = 'customer_identification' GROUP BY 1, 2")
+        legacy = q(conn, "SELECT CASE WHEN details->>'identification_method' = 'not_found'"
+                   " THEN 'none' ELSE details->>'identification_method' END,"
+                   " (status = 'success')::text, count(*) FROM common_customersynclog"
+                   " WHERE operation_type = 'identify_customer' GROUP BY 1, 2")
+        for k, v in legacy.items():
+            idents[k] = idents.get(k, 0) + v
+        assert {k: v for k, v in pick(found, "customer_sync_identifications_total").items()
+                if v} == {(("found", f), ("method", m)): n for (m, f), n in idents.items()}
+        (sent,) = conn.execute("SELECT count(*) FROM common_customersynclog WHERE operation_type ="
+                               " 'conflict_resolution' AND details->>'email_sent' = 'true'"
+                               ).fetchone()
+        (failed,) = conn.execute("SELECT count(*) FROM common_customersynclog WHERE"
+                                 " operation_type = 'notification_failed'").fetchone()
+        assert pick(found, "customer_sync_admin_notifications_total") == {
+            (("result", "sent"),): sent, (("result", "failed"),): failed}
+        for label, seconds in {"5m": 300, "1h": 3600, "24h": 86400}.items():
+            (n,) = conn.execute(
+                "SELECT count(DISTINCT customer_id) FROM common_customersynclog WHERE status ="
+                " 'success' AND created_at > %s AND created_at <= %s",
+                (t - timedelta(seconds=seconds), t)).fetchone()
+            assert found[("customer_sync_recent_customers_synced", (("window", label),))] == n
+            created = q(conn, "SELECT CASE WHEN created_in_1c THEN '1c_import' ELSE 'portal' END,"
+                        " count(*) FROM users WHERE created_at > %s AND created_at <= %s"
+                        " GROUP BY 1", t - timedelta(seconds=seconds), t)
+            assert {k: v for k, v in pick(found, "customer_sync_recent_customers_created",
+                                          window=label).items() if v} == {
+                (("origin", o),): n for o, n in created.items()}
+        customers = q(conn, "SELECT CASE WHEN created_in_1c THEN '1c_import' ELSE 'portal' END,"
+                      " role, count(*) FROM users GROUP BY 1, 2")
+        assert {k: v for k, v in pick(found, "customer_sync_customers").items() if v} == {
+            (("origin", o), ("role", r)): n for (o, r), n in customers.items()}
+        (queue,) = conn.execute("SELECT count(*) FROM users WHERE needs_1c_export AND is_active"
+                                ).fetchone()
+        assert found[("customer_sync_export_queue_customers", ())] == queue
+        records = q(conn, "SELECT conflict_type, resolution_strategy, is_resolved::text, count(*)"
+                    " FROM common_syncconflict GROUP BY 1, 2, 3")
+        assert {k: v for k, v in pick(found, "customer_sync_conflict_records").items() if v} == {
+            (("conflict_type", c), ("resolution_strategy", s), ("resolved", r)): n
+            for (c, s, r), n in records.items()}
+        sessions = q(conn, "SELECT import_type, status, count(*) FROM import_sessions"
+                     " GROUP BY 1, 2")
+        assert {k: v for k, v in pick(found, "customer_sync_import_sessions").items() if v} == {
+            (("import_type", i), ("status", s)): n for (i, s), n in sessions.items()}
+        finished = q(conn, "SELECT import_type, status, max(finished_at) FROM import_sessions"
+                     " WHERE finished_at IS NOT NULL GROUP BY 1, 2")
+        assert pick(found, "customer_sync_last_import_finished_timestamp_seconds") == (
+            pytest.approx({(("import_type", i), ("status", s)): v.timestamp()
+                           for (i, s), v in finished.items()}))
+        if round_ == 0:  # more traffic, later: the counters grow, the windows slide
+            clock.now += 400
+            write_mixed(conn, seed + 10)
+            time.sleep(1.1)
+
+
+def test_known_label_values_are_exported_as_zero(business) -> None:
+    collector, _ = business
+    found = scrape(collector)
+    assert found[("customer_sync_conflicts_total",
+                  (("source", "unknown"), ("status", "success")))] == 0
+    assert found[("customer_sync_identifications_total",
+                  (("found", "true"), ("method", "onec_guid")))] == 0
+    assert found[("customer_sync_customers", (("origin", "portal"), ("role", "trainer")))] == 0
+    assert found[("customer_sync_import_sessions",
+                  (("import_type", "customers"), ("status", "failed")))] == 0
+    assert found[("customer_sync_conflict_records", (("conflict_type", "customer_data"),
+                  ("resolution_strategy", "onec_wins"), ("resolved", "true")))] == 0
+    assert found[("customer_sync_export_queue_customers", ())] == 0
+
+
+# --- one test per DATA.md §6 bug: the seed's formula differs, ours equals the truth ---------------
+
+
+def _resolved_conflicts(conn: psycopg.Connection[Any]) -> list[int]:
+    customers = insert_users(conn, 5)
+    rows: list[LogRow] = []
+    for i, source in enumerate(["portal_registration"] * 3 + ["data_import"] * 2):
+        rows += resolver(conn, customers[i], source, NOW - 10, False)
+    insert_rows(conn, rows)
+    time.sleep(1.1)
+    return customers
+
+
+def test_bug1_conflicts_grouped_by_conflict_source(conn, business) -> None:
+    _resolved_conflicts(conn)
+    seed = q(conn, "SELECT coalesce(details->>'conflict_type', 'unknown'), count(*) FROM"
+             " common_customersynclog WHERE operation_type = 'conflict_resolution' AND status ="
+             " 'success' GROUP BY 1")
+    assert seed == {"unknown": 5}
+    found = pick(scrape(business[0]), "customer_sync_conflicts_total", status="success")
+    truth = q(conn, "SELECT details->>'conflict_source', count(*) FROM common_customersynclog"
+              " WHERE operation_type = 'conflict_resolution' GROUP BY 1")
+    assert {dict(k)["source"]: v for k, v in found.items() if v} == truth == {
+        "portal_registration": 3, "data_import": 2}
+
+
+def test_bug2_identification_by_search_method(conn, business) -> None:
+    insert_rows(conn, [LogRow("customer_identification", "success", ts(NOW - 5), 3, None,
+                              {"search_method": m, "found": True}) for m in ("tax_id", "email",
+                                                                              "tax_id")])
+    seed = q(conn, "SELECT coalesce(details->>'identification_method', 'unknown'), count(*) FROM"
+             " common_customersynclog WHERE operation_type = 'customer_identification' AND"
+             " status = 'success' GROUP BY 1")
+    assert seed == {"unknown": 3}
+    found = pick(scrape(business[0]), "customer_sync_identifications_total", found="true")
+    assert {dict(k)["method"]: v for k, v in found.items() if v} == {"tax_id": 2, "email": 1}
+
+
+def test_bug3_auto_resolution_ratio_is_resolved_over_total(conn, business) -> None:
+    _resolved_conflicts(conn)
+    total = 5
+    seed_rate = 1 / total * 100  # len(dict keys) / total * 100 with everything under "unknown"
+    found = pick(scrape(business[0]), "customer_sync_conflict_records")
+    auto = sum(v for k, v in found.items()
+               if dict(k)["resolved"] == "true" and dict(k)["resolution_strategy"] == "onec_wins")
+    (truth,) = conn.execute("SELECT avg((is_resolved AND resolution_strategy = 'onec_wins')::int)"
+                            " FROM common_syncconflict").fetchone()
+    assert auto / sum(found.values()) == float(truth) == 1.0
+    assert seed_rate / 100 != 1.0
+
+
+def test_bug4_notifications_are_not_conflicts_plus_errors(conn, business) -> None:
+    customers = insert_users(conn, 2)
+    rows = resolver(conn, customers[0], "data_import", NOW - 5, notify_fails=True)
+    rows += [LogRow("conflict_resolution", "success", ts(NOW - 5), 10, customers[1],
+                    {"conflict_source": "portal_registration", "email_sent": True})]
+    rows += [LogRow("error", "failed", ts(NOW - 5), None, None, {}, "1")] * 4
+    insert_rows(conn, rows)
+    (seed,) = conn.execute("SELECT count(*) FROM common_customersynclog WHERE operation_type IN"
+                           " ('conflict_resolution', 'error')").fetchone()
+    assert seed == 6
+    found = pick(scrape(business[0]), "customer_sync_admin_notifications_total")
+    assert found == {(("result", "sent"),): 1, (("result", "failed"),): 1}
+
+
+def test_bug5_registrations_come_from_users_not_log_rows(conn, business) -> None:
+    insert_users(conn, 3, created_at=ts(NOW - 100))
+    insert_users(conn, 2, created_in_1c=True, role="unregistered", created_at=ts(NOW - 100))
+    (seed,) = conn.execute("SELECT count(*) FROM common_customersynclog WHERE operation_type ="
+                           " 'export_to_1c' AND status = 'success'").fetchone()
+    assert seed == 0
+    found = pick(scrape(business[0]), "customer_sync_recent_customers_created", window="5m")
+    assert found == {(("origin", "portal"),): 3, (("origin", "1c_import"),): 2}
+
+
+def test_bug6_synced_customers_exclude_null(conn, business) -> None:
+    customers = insert_users(conn, 2)
+    insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5), None, c) for c in customers])
+    insert_rows(conn, [LogRow("skipped", "success", ts(NOW - 5), None, None)] * 3)
+    (seed,) = conn.execute("SELECT count(*) FROM (SELECT DISTINCT customer_id FROM"
+                           " common_customersynclog WHERE status = 'success') d").fetchone()
+    assert seed == 3  # NULL counted as a customer
+    found = scrape(business[0])
+    assert found[("customer_sync_recent_customers_synced", (("window", "5m"),))] == 2
+
+
+def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, conn) -> None:
+    insert_users(conn, 2, needs_export=True)
+    db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
+    locker = psycopg.connect(db_dsn)
+    try:
+        locker.execute("LOCK TABLE common_customersynclog IN ACCESS EXCLUSIVE MODE")
+        collector = BusinessCollector(db, BusinessConfig(),
+                                      SyncLogCollector(db, SyncLogConfig(), clock=Clock()))
+        with pytest.raises(CollectorError) as failed:
+            collector.collect(Deadline.after(3))
+        assert failed.value.reason is Reason.TIMEOUT
+        partial = samples(failed.value.partial)
+        assert partial[("customer_sync_export_queue_customers", ())] == 2
+        assert not pick(partial, "customer_sync_conflicts_total")
+    finally:
+        locker.close()
+        db.close()
+
