@@ -1,11 +1,14 @@
 """The HTTP face: ``/metrics``, a landing page, and health endpoints for container probes.
 
 Exposition (text or OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``) is done by
-prometheus_client's own encoders, exactly as its ``make_wsgi_app`` does.
+prometheus_client's own encoders, exactly as its ``make_wsgi_app`` does. TLS, client
+certificates, basic auth and security headers come from an optional exporter-toolkit web config
+(:mod:`exporter.webconfig`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import html
 import json
@@ -13,16 +16,27 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+import structlog
 from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.collector import Deadline
 from exporter.scrape import Scraper
+from exporter.webconfig import (
+    CLIENT_CERT_OK,
+    HANDSHAKE_TIMEOUT_SECONDS,
+    WebConfigGate,
+    WebConfigSource,
+)
+
+log = structlog.get_logger(__name__)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
@@ -145,14 +159,74 @@ def parse_listen_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+HEALTH_PATHS = frozenset({"/health/live", "/health/ready"})
+
+
+@dataclass(frozen=True)
+class _Connection:
+    tls: bool = False
+    client_cert_ok: bool = True
+
+
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def get_environ(self) -> dict[str, Any]:
+        environ = super().get_environ()
+        conn = getattr(self.server, "connection", _Connection)()
+        if conn.tls:
+            environ["HTTPS"] = "on"  # wsgi.url_scheme becomes https
+        environ[CLIENT_CERT_OK] = conn.client_cert_ok
+        return environ
+
 
 class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    """Threaded WSGI server; with a web config, each new connection gets the TLS context in force
+    at accept time, and its handshake runs in the connection's own thread."""
+
     daemon_threads = True
     allow_reuse_address = True
+    web: WebConfigSource | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._local = threading.local()
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.web is not None and self.web.tls_enabled
+
+    def connection(self) -> _Connection:
+        """What the TLS layer established for the connection this thread is serving."""
+        conn: _Connection = getattr(self._local, "conn", _Connection())
+        return conn
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        settings = self.web.current() if self.web is not None else None
+        if settings is None or settings.tls is None:
+            self._local.conn = _Connection()
+            super().finish_request(request, client_address)
+            return
+        try:
+            request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
+            conn = settings.tls.wrap_socket(request, server_side=True)
+            conn.settimeout(None)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.debug("TLS handshake failed", client=str(client_address[0]), error=str(exc))
+            return
+        try:
+            cert_ok = settings.client_cert_ok(conn)
+            if not cert_ok and not (self.web is not None and self.web.health_without_auth):
+                log.debug("client certificate not allowed", client=str(client_address[0]))
+                return
+            self._local.conn = _Connection(tls=True, client_cert_ok=cert_ok)
+            super().finish_request(conn, client_address)
+        finally:
+            self._local.conn = _Connection()
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_WR)
+            conn.close()
 
 
 class _DualStackServer(_ThreadingServer):
@@ -167,7 +241,26 @@ class _IPv6Server(_ThreadingServer):
     address_family = socket.AF_INET6
 
 
-def make_http_server(address: str, app: Callable[..., Any]) -> WSGIServer:
+def make_http_server(
+    address: str,
+    app: Callable[..., Any],
+    *,
+    web_config_file: str | Path | None = None,
+    health_without_auth: bool = False,
+) -> WSGIServer:
+    """Bind ``address``. With ``web_config_file`` (exporter-toolkit format), serve TLS and/or
+    basic auth as it says; raises :class:`WebConfigError` when that file is unusable.
+    ``health_without_auth`` keeps ``/health/live`` and ``/health/ready`` open for probes."""
+    web = None
+    if web_config_file is not None:
+        web = WebConfigSource(web_config_file, health_without_auth=health_without_auth)
+        app = WebConfigGate(app, web, HEALTH_PATHS if health_without_auth else ())
+    server = _bind(address, app)
+    server.web = web
+    return server
+
+
+def _bind(address: str, app: Callable[..., Any]) -> _ThreadingServer:
     host, port = parse_listen_address(address)
     if host == "":
         try:
@@ -178,7 +271,9 @@ def make_http_server(address: str, app: Callable[..., Any]) -> WSGIServer:
     return make_server(host, port, app, server_class, _QuietHandler)
 
 
-def serve_in_thread(server: WSGIServer) -> threading.Thread:
-    thread = threading.Thread(target=server.serve_forever, name="http", daemon=True)
+def serve_in_thread(server: WSGIServer, poll_interval: float = 0.5) -> threading.Thread:
+    """Serve in a daemon thread; ``shutdown()`` returns within ``poll_interval``."""
+    thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), name="http",
+                              daemon=True)
     thread.start()
     return thread

@@ -1,0 +1,249 @@
+"""The HTTP face over a real server on 127.0.0.1:0, driven by a real Scraper and small collectors.
+
+Every value checked comes from the collectors defined here, so the expected numbers are known
+independently of the encoders under test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import pytest
+import requests
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as parse_openmetrics,
+)
+from prometheus_client.parser import text_string_to_metric_families as parse_text
+
+from exporter.collector import CollectorError, Deadline, Reason, dependency_up
+from exporter.http import ExporterApp, make_http_server, parse_listen_address, serve_in_thread
+from exporter.scrape import Scraper
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+
+
+@dataclass
+class Fixed:
+    """Always succeeds with a gauge and a counter whose values the test chooses."""
+
+    name: str
+    gauge: float
+    counter: float
+    calls: int = 0
+
+    def collect(self, deadline: Deadline) -> Iterable[Metric]:
+        self.calls += 1
+        g = GaugeMetricFamily(f"customer_sync_{self.name}_queue_length", "test gauge",
+                              labels=["queue"])
+        g.add_metric(["a"], self.gauge)
+        g.add_metric(["b"], self.gauge * 2)
+        c = CounterMetricFamily(f"customer_sync_{self.name}_events", "test counter")
+        c.add_metric([], self.counter)
+        return [g, c]
+
+
+@dataclass
+class Failing:
+    """Fails with a reason and a message, handing back ``*_up 0`` as the partial result."""
+
+    name: str
+    message: str = "connection refused"
+
+    def collect(self, deadline: Deadline) -> Iterable[Metric]:
+        raise CollectorError(Reason.CONNECT, self.message,
+                             partial=[dependency_up(self.name, "test dependency", False)])
+
+
+@dataclass
+class Slow:
+    """Blocks until released (or 5 s), so a short scrape deadline expires first."""
+
+    name: str
+    release: threading.Event = field(default_factory=threading.Event)
+    calls: int = 0
+
+    def collect(self, deadline: Deadline) -> Iterable[Metric]:
+        self.calls += 1
+        self.release.wait(5)
+        return [GaugeMetricFamily(f"customer_sync_{self.name}_value", "slow", value=1.0)]
+
+
+@pytest.fixture
+def serve() -> Iterator[object]:
+    servers = []
+
+    def start(collectors: list[object], required: Iterable[str] = (),
+              timeout: float = 5.0) -> str:
+        scraper = Scraper(collectors, timeout, process_collector=False)  # type: ignore[arg-type]
+        server = make_http_server("127.0.0.1:0", ExporterApp(scraper, required))
+        serve_in_thread(server, poll_interval=0.02)
+        servers.append((server, scraper))
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield start
+    for server, scraper in servers:
+        server.shutdown()
+        server.server_close()
+        scraper.close()
+
+
+def samples(families: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in families for s in f.samples
+    }
+
+
+def test_metrics_text_format_carries_the_collector_values(serve) -> None:
+    base = serve([Fixed("alpha", gauge=3.5, counter=42.0)])
+    r = requests.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"}, timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    got = samples(parse_text(r.text))
+    assert got[("customer_sync_alpha_queue_length", (("queue", "a"),))] == 3.5
+    assert got[("customer_sync_alpha_queue_length", (("queue", "b"),))] == 7.0
+    assert got[("customer_sync_alpha_events_total", ())] == 42.0
+    assert got[("customer_sync_exporter_collector_success", (("collector", "alpha"),))] == 1.0
+    assert int(r.headers["Content-Length"]) == len(r.content)
+
+
+def test_metrics_openmetrics_by_accept_header(serve) -> None:
+    base = serve([Fixed("alpha", gauge=1.25, counter=7.0)])
+    r = requests.get(f"{base}/metrics", headers={"Accept": "application/openmetrics-text"},
+                     timeout=5)
+    assert r.headers["Content-Type"] == OPENMETRICS
+    assert r.text.endswith("# EOF\n")
+    got = samples(parse_openmetrics(r.text))
+    assert got[("customer_sync_alpha_queue_length", (("queue", "a"),))] == 1.25
+    assert got[("customer_sync_alpha_events_total", ())] == 7.0
+
+
+def test_metrics_gzip_when_accepted_and_identity_otherwise(serve) -> None:
+    base = serve([Fixed("alpha", gauge=9.0, counter=1.0)])
+    port = int(base.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("GET", "/metrics", headers={"Accept-Encoding": "gzip"})
+    resp = conn.getresponse()
+    raw = resp.read()
+    assert resp.getheader("Content-Encoding") == "gzip"
+    assert int(resp.getheader("Content-Length") or -1) == len(raw)
+    assert raw[:2] == b"\x1f\x8b"
+    body = gzip.decompress(raw).decode()
+    conn.request("GET", "/metrics")  # no Accept-Encoding: identity
+    plain = conn.getresponse()
+    plain_body = plain.read().decode()
+    conn.close()
+    assert plain.getheader("Content-Encoding") is None
+    key = ("customer_sync_alpha_queue_length", (("queue", "b"),))
+    assert samples(parse_text(body))[key] == 18.0
+    assert samples(parse_text(plain_body))[key] == 18.0
+
+
+def test_scrape_timeout_header_shortens_the_deadline(serve) -> None:
+    slow = Slow("slowdep")
+    base = serve([slow, Fixed("alpha", gauge=1.0, counter=1.0)], timeout=10.0)
+    try:
+        start = time.monotonic()
+        # 1.0 s minus the 0.5 s offset: a 0.5 s deadline, far below the 10 s scrape_timeout.
+        r = requests.get(f"{base}/metrics",
+                         headers={"X-Prometheus-Scrape-Timeout-Seconds": "1.0"}, timeout=5)
+        elapsed = time.monotonic() - start
+    finally:
+        slow.release.set()
+    assert r.status_code == 200
+    assert elapsed < 2.0
+    got = samples(parse_text(r.text))
+    assert got[("customer_sync_exporter_collector_success", (("collector", "slowdep"),))] == 0.0
+    assert got[("customer_sync_exporter_collector_failure",
+                (("collector", "slowdep"), ("reason", "timeout")))] == 1.0
+    assert got[("customer_sync_alpha_queue_length", (("queue", "a"),))] == 1.0
+
+
+def test_landing_page_links_and_lists_collectors_with_escaped_reasons(serve) -> None:
+    base = serve([Fixed("alpha", gauge=1.0, counter=1.0),
+                  Failing("beta", message="<script>alert(1)</script>")])
+    first = requests.get(f"{base}/", timeout=5)
+    assert first.status_code == 200
+    assert first.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert '<a href="/metrics">' in first.text
+    assert "not run yet" in first.text  # nothing scraped yet
+    requests.get(f"{base}/metrics", timeout=5)
+    page = requests.get(f"{base}/", timeout=5).text
+    assert "alpha" in page and "beta" in page
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+
+
+def test_health_live_is_always_ok(serve) -> None:
+    base = serve([Failing("beta")], required=["beta"])
+    r = requests.get(f"{base}/health/live", timeout=5)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/json"
+    assert r.json() == {"status": "ok"}
+
+
+def test_health_ready_503_when_a_required_collector_fails(serve) -> None:
+    fixed = Fixed("alpha", gauge=1.0, counter=1.0)
+    base = serve([fixed, Failing("beta")], required=["beta"])
+    r = requests.get(f"{base}/health/ready", timeout=5)
+    assert fixed.calls == 1  # no scrape had run: readiness ran one itself
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "unready"
+    assert body["dependencies"]["beta"] == {"ok": False, "required": True, "reason": "connect"}
+    assert body["dependencies"]["alpha"] == {"ok": True, "required": False, "reason": None}
+
+
+def test_health_ready_200_when_only_optional_collectors_fail(serve) -> None:
+    base = serve([Fixed("alpha", gauge=1.0, counter=1.0), Failing("beta")], required=["alpha"])
+    r = requests.get(f"{base}/health/ready", timeout=5)
+    assert r.status_code == 200
+    assert r.json()["status"] == "ready"
+    assert r.json()["dependencies"]["beta"]["ok"] is False
+
+
+def test_unknown_path_is_404(serve) -> None:
+    base = serve([Fixed("alpha", gauge=1.0, counter=1.0)])
+    for path in ("/nope", "/metrics/extra", "/health"):
+        r = requests.get(f"{base}{path}", timeout=5)
+        assert r.status_code == 404, path
+        assert r.text == "Not Found\n"
+
+
+def test_concurrent_scrapes_share_one_collection(serve) -> None:
+    slow = Slow("slowdep")
+    base = serve([slow], timeout=3.0)
+    results: list[int] = []
+
+    def scrape() -> None:
+        results.append(requests.get(f"{base}/metrics", timeout=10).status_code)
+
+    threads = [threading.Thread(target=scrape) for _ in range(5)]
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    slow.release.set()
+    for t in threads:
+        t.join()
+    assert results == [200] * 5
+    assert slow.calls == 1  # single-flight: five scrapes, one collection
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [(":9188", ("", 9188)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9188", ("::1", 9188))],
+)
+def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
+    assert parse_listen_address(address) == expected
+
+
+@pytest.mark.parametrize("address", ["9188", "host:", "host:port", ":70000"])
+def test_parse_listen_address_rejects(address: str) -> None:
+    with pytest.raises(ValueError, match="invalid listen address"):
+        parse_listen_address(address)
