@@ -73,7 +73,7 @@ class Scraper:
         self._pool = ThreadPoolExecutor(
             max_workers=max(4, 2 * len(self._runners)), thread_name_prefix="collect"
         )
-        self._process = ProcessCollector() if process_collector else None
+        self._process = ProcessCollector(registry=None) if process_collector else None
 
     @property
     def collector_names(self) -> list[str]:
