@@ -1,0 +1,331 @@
+"""The 1C probe against the real local stand-in server over HTTP and HTTPS, with real faults."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from prometheus_client.core import Metric
+
+from collectors.onec import OneCCollector
+from exporter.collector import CollectorError, Deadline, Reason
+from exporter.config import OneCConfig
+from exporter.demo.onec import Mode, OneCStandIn
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+# --- certificates -----------------------------------------------------------------------------
+
+
+@dataclass
+class Cert:
+    cert: Path
+    key: Path
+    not_after: float
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _write(
+    directory: Path,
+    stem: str,
+    subject: str,
+    *,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    ca: bool = False,
+) -> tuple[Cert, x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    issuer_cert, issuer_key = issuer if issuer else (None, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(subject))
+        .issuer_name(issuer_cert.subject if issuer_cert else _name(subject))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    cert_path, key_path = directory / f"{stem}.pem", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Cert(cert_path, key_path, cert.not_valid_after_utc.timestamp()), cert, key
+
+
+@dataclass
+class Certs:
+    ca: Cert
+    valid: Cert
+    expired: Cert
+    self_signed: Cert
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    d = tmp_path_factory.mktemp("certs")
+    day = dt.timedelta(days=1)
+    ca, ca_cert, ca_key = _write(
+        d, "ca", "Test 1C CA", issuer=None, not_before=NOW - day, not_after=NOW + 365 * day,
+        ca=True,
+    )  # fmt: skip
+    valid, *_ = _write(
+        d, "valid", "onec.local", issuer=(ca_cert, ca_key), not_before=NOW - day,
+        not_after=NOW + 47 * day,
+    )  # fmt: skip
+    expired, *_ = _write(
+        d, "expired", "onec.local", issuer=(ca_cert, ca_key), not_before=NOW - 30 * day,
+        not_after=NOW - day,
+    )  # fmt: skip
+    self_signed, *_ = _write(
+        d, "self", "onec.local", issuer=None, not_before=NOW - day, not_after=NOW + 90 * day
+    )
+    return Certs(ca, valid, expired, self_signed)
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
+    return {
+        tuple(s.labels.values()): s.value for f in families for s in f.samples if s.name == name
+    }
+
+
+def value(families: list[Metric], name: str) -> float:
+    (only,) = samples(families, name).values()
+    return only
+
+
+def phases(families: list[Metric]) -> dict[str, float]:
+    return {
+        k[0]: v for k, v in samples(families, "customer_sync_onec_probe_duration_seconds").items()
+    }
+
+
+def probe(
+    url: str, deadline: float = 3.0, **config: Any
+) -> tuple[list[Metric], Reason | None, str]:
+    collector = OneCCollector(OneCConfig(url=url, **config))
+    return run(collector, deadline)
+
+
+def run(collector: OneCCollector, deadline: float = 3.0) -> tuple[list[Metric], Reason | None, str]:
+    try:
+        return collector.collect(Deadline.after(deadline)), None, ""
+    except CollectorError as exc:
+        return exc.partial, exc.reason, exc.message
+
+
+@pytest.fixture
+def onec() -> Iterator[OneCStandIn]:
+    with OneCStandIn() as server:
+        yield server
+
+
+# --- plain HTTP -------------------------------------------------------------------------------
+
+
+def test_healthy_service_one_request_with_phases(onec: OneCStandIn) -> None:
+    onec.set_mode(Mode.SLOW, slow_seconds=0.2)  # a known server-side delay for "processing"
+    start = time.monotonic()
+    families, reason, message = probe(onec.url, json_field="status", json_value="ok")
+    wall = time.monotonic() - start
+    assert reason is None, message
+    assert value(families, "customer_sync_onec_up") == 1
+    assert value(families, "customer_sync_onec_http_status_code") == 200
+    assert onec.requests == 1  # one probe, no retries
+    p = phases(families)
+    assert set(p) == {"dns", "connect", "processing", "transfer", "total"}  # no tls on http
+    assert 0.2 <= p["processing"] < p["total"] <= wall
+    assert p["dns"] + p["connect"] + p["processing"] + p["transfer"] <= p["total"] + 1e-6
+    assert p["connect"] > 0
+    assert not samples(families, "customer_sync_onec_tls_cert_expiry_timestamp_seconds")
+
+
+def test_http_500_is_http_status(onec: OneCStandIn) -> None:
+    onec.set_mode(Mode.ERROR)
+    families, reason, message = probe(onec.url)
+    assert reason is Reason.HTTP_STATUS
+    assert "HTTP 500" in message
+    assert value(families, "customer_sync_onec_up") == 0
+    assert value(families, "customer_sync_onec_http_status_code") == 500
+    assert onec.requests == 1
+    # 500 may be declared acceptable (e.g. a service that answers 500 while reindexing).
+    _, reason, _ = probe(onec.url, expect_status=[200, 500])
+    assert reason is None
+
+
+def test_slow_past_the_deadline_times_out_before_it(onec: OneCStandIn) -> None:
+    onec.set_mode(Mode.SLOW, slow_seconds=30)
+    collector = OneCCollector(OneCConfig(url=onec.url))
+    start = time.monotonic()
+    families, reason, message = run(collector, deadline=0.8)
+    elapsed = time.monotonic() - start
+    assert reason is Reason.TIMEOUT, message
+    assert elapsed < 0.8
+    assert value(families, "customer_sync_onec_http_status_code") == 0
+    assert value(families, "customer_sync_onec_up") == 0
+    assert phases(families)["total"] == pytest.approx(elapsed, abs=0.05)
+    # The abandoned probe is still waiting: the next scrape does not pile another one on.
+    _, reason, message = run(collector, deadline=0.5)
+    assert reason is Reason.TIMEOUT and "previous probe" in message
+    assert onec.requests == 1
+    onec.set_mode(Mode.OK)  # 1C answers again; the collector recovers by itself
+    end = time.monotonic() + 3
+    while True:
+        families, reason, _ = run(collector)
+        if reason is None or time.monotonic() > end:
+            break
+        time.sleep(0.05)
+    assert reason is None
+    assert value(families, "customer_sync_onec_up") == 1
+
+
+def test_down_is_connect_and_recovers_on_the_same_port(onec: OneCStandIn) -> None:
+    collector = OneCCollector(OneCConfig(url=onec.url))
+    onec.set_mode(Mode.DOWN)
+    families, reason, message = run(collector)
+    assert reason is Reason.CONNECT, message
+    assert "refused" in message.lower()
+    assert value(families, "customer_sync_onec_http_status_code") == 0
+    onec.set_mode(Mode.OK)
+    families, reason, _ = run(collector)
+    assert reason is None and value(families, "customer_sync_onec_up") == 1
+
+
+def test_connection_closed_without_answer_is_connect(onec: OneCStandIn) -> None:
+    onec.set_mode(Mode.RESET)
+    families, reason, message = probe(onec.url)
+    assert reason is Reason.CONNECT, message
+    assert value(families, "customer_sync_onec_http_status_code") == 0
+
+
+def test_unknown_host_is_dns() -> None:
+    families, reason, message = probe("http://onec-freesport.invalid:8080/freesport/hs/ping")
+    assert reason is Reason.DNS, message
+    assert value(families, "customer_sync_onec_up") == 0
+    assert phases(families)["connect"] == 0
+
+
+def test_assertions(onec: OneCStandIn) -> None:
+    onec.set_mode(Mode.DEGRADED)  # HTTP 200, but {"status": "maintenance"}
+    _, reason, message = probe(onec.url, json_field="status", json_value="ok")
+    assert reason is Reason.ASSERTION
+    assert "'maintenance'" in message
+    onec.set_mode(Mode.OK)
+    _, reason, _ = probe(onec.url, json_field="status", json_value="ok")
+    assert reason is None
+    _, reason, message = probe(onec.url, json_field="data.state")
+    assert reason is Reason.ASSERTION and "missing" in message
+    _, reason, _ = probe(onec.url, body_regex=r'"infobase":\s*"freesport"')
+    assert reason is None
+    families, reason, _ = probe(onec.url, body_regex=r"nothing like this")
+    assert reason is Reason.ASSERTION
+    assert value(families, "customer_sync_onec_http_status_code") == 200
+    assert value(families, "customer_sync_onec_up") == 0
+
+
+def test_wrong_path_is_http_status(onec: OneCStandIn) -> None:
+    _, reason, message = probe(onec.url.replace("/ping", "/nope"))
+    assert reason is Reason.HTTP_STATUS and "HTTP 404" in message
+
+
+# --- credentials ------------------------------------------------------------------------------
+
+
+def test_basic_auth_and_secret_never_shown(tmp_path: Path) -> None:
+    password = "pa55-" + "x" * 12
+    with OneCStandIn(username="exporter", password=password) as server:
+        _, reason, message = probe(server.url)
+        assert reason is Reason.AUTH and "HTTP 401" in message
+        _, reason, message = probe(server.url, username="exporter", password="wrong")
+        assert reason is Reason.AUTH
+        secret = tmp_path / "onec-password"
+        secret.write_text(password + "\n")
+        families, reason, message = probe(server.url, username="exporter", password_file=secret)
+        assert reason is None, message
+        assert value(families, "customer_sync_onec_up") == 1
+        collector = OneCCollector(OneCConfig(url=server.url, username="exporter",
+                                             password_file=secret))  # fmt: skip
+        assert password not in repr(collector.config)
+
+
+def test_bearer_token() -> None:
+    with OneCStandIn(token="tok-123") as server:
+        _, reason, _ = probe(server.url, token="tok-999")
+        assert reason is Reason.AUTH
+        _, reason, message = probe(server.url, token="tok-123")
+        assert reason is None, message
+
+
+def test_url_credentials_and_query_never_in_messages() -> None:
+    _, reason, message = probe("http://user:hunter2@onec.invalid/base/hs/ping?key=abc123")
+    assert reason is Reason.DNS
+    assert "hunter2" not in message and "abc123" not in message
+
+
+# --- HTTPS ------------------------------------------------------------------------------------
+
+
+def test_https_valid_cert_reports_expiry_and_tls_phase(certs: Certs) -> None:
+    with OneCStandIn(certfile=certs.valid.cert, keyfile=certs.valid.key) as server:
+        assert server.url.startswith("https://127.0.0.1:")
+        families, reason, message = probe(server.url, ca_file=certs.ca.cert)
+    assert reason is None, message
+    expiry = value(families, "customer_sync_onec_tls_cert_expiry_timestamp_seconds")
+    assert expiry == certs.valid.not_after
+    assert expiry == (NOW + dt.timedelta(days=47)).timestamp()
+    p = phases(families)
+    assert p["tls"] > 0
+    assert p["dns"] + p["connect"] + p["tls"] + p["processing"] + p["transfer"] <= p["total"] + 1e-6
+
+
+def test_self_signed_cert_is_tls_unless_verification_is_off(certs: Certs) -> None:
+    with OneCStandIn(certfile=certs.self_signed.cert, keyfile=certs.self_signed.key) as server:
+        families, reason, message = probe(server.url)
+        assert reason is Reason.TLS, message
+        assert "self-signed" in message or "self signed" in message
+        assert value(families, "customer_sync_onec_http_status_code") == 0
+        assert server.requests == 0  # the handshake failed, no HTTP request was made
+        families, reason, message = probe(server.url, insecure_skip_verify=True)
+    assert reason is None, message
+    # Read from the raw certificate (no verification, so Python's getpeercert() gives nothing).
+    expiry = value(families, "customer_sync_onec_tls_cert_expiry_timestamp_seconds")
+    assert expiry == certs.self_signed.not_after
+
+
+def test_expired_cert_is_tls(certs: Certs) -> None:
+    with OneCStandIn(certfile=certs.expired.cert, keyfile=certs.expired.key) as server:
+        families, reason, message = probe(server.url, ca_file=certs.ca.cert)
+    assert reason is Reason.TLS
+    assert "expired" in message
+    assert value(families, "customer_sync_onec_up") == 0
