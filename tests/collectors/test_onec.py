@@ -17,10 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.core import Metric
 
+from collectors.disk import DiskCollector
 from collectors.onec import OneCCollector
 from exporter.collector import CollectorError, Deadline, Reason
-from exporter.config import OneCConfig
+from exporter.config import DiskConfig, LogDirConfig, OneCConfig
 from exporter.demo.onec import Mode, OneCStandIn
+from exporter.scrape import Scraper
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -329,3 +331,31 @@ def test_expired_cert_is_tls(certs: Certs) -> None:
     assert reason is Reason.TLS
     assert "expired" in message
     assert value(families, "customer_sync_onec_up") == 0
+
+
+def test_hanging_1c_inside_a_real_scrape(onec: OneCStandIn, tmp_path: Path) -> None:
+    """Prometheus allows 1.5 s: the scrape answers before 1.0 s with onec_up 0, reason timeout."""
+    (tmp_path / "logs").mkdir()
+    onec.set_mode(Mode.SLOW, slow_seconds=30)
+    scraper = Scraper(
+        [
+            OneCCollector(OneCConfig(url=onec.url)),
+            DiskCollector(DiskConfig(dirs=[LogDirConfig(name="logs", path=tmp_path / "logs")])),
+        ],
+        scrape_timeout=10,
+        process_collector=False,
+    )
+    try:
+        start = time.monotonic()
+        families = scraper.scrape(scraper.deadline_for(1.5))
+        elapsed = time.monotonic() - start
+    finally:
+        onec.set_mode(Mode.OK)
+        scraper.close()
+    assert elapsed < 1.0
+    success = samples(families, "customer_sync_exporter_collector_success")
+    assert success == {("onec",): 0, ("disk",): 1}
+    failure = samples(families, "customer_sync_exporter_collector_failure")
+    assert failure[("onec", "timeout")] == 1
+    assert value(families, "customer_sync_onec_up") == 0  # the collector's own answer, in time
+    assert value(families, "customer_sync_onec_http_status_code") == 0

@@ -16,10 +16,13 @@ from kombu import Connection, Exchange, Queue
 from prometheus_client.core import Metric
 from pydantic import SecretStr
 
+from collectors.disk import DiskCollector
+from collectors.process import ProcessGroupCollector
 from collectors.redis import RedisCollector
 from exporter.collector import CollectorError, Deadline, Reason
-from exporter.config import RedisConfig
+from exporter.config import DiskConfig, LogDirConfig, ProcessConfig, RedisConfig
 from exporter.demo.redis import RedisServer
+from exporter.scrape import Scraper
 
 # Written out here rather than imported, so a wrong separator in the collector fails the test.
 PRIORITY_SEP = "\x06\x16"
@@ -235,3 +238,51 @@ def test_unknown_host_is_dns() -> None:
     with pytest.raises(CollectorError) as caught:
         collector_for("redis://redis.invalid:6379/0", ["celery"]).collect(Deadline.after(2))
     assert caught.value.reason is Reason.DNS, caught.value.message
+
+
+def test_outage_inside_a_real_scrape_leaves_other_collectors_serving(
+    private_redis: RedisServer, tmp_path: Path
+) -> None:
+    """Redis dies while the exporter runs: only redis fails, with reason connect, and recovers."""
+    (tmp_path / "logs").mkdir()
+    scraper = Scraper(
+        [
+            collector_for(private_redis.url(), ["celery"]),
+            DiskCollector(DiskConfig(dirs=[LogDirConfig(name="logs", path=tmp_path / "logs")])),
+            ProcessGroupCollector(ProcessConfig()),
+        ],
+        scrape_timeout=3,
+        process_collector=False,
+    )
+    try:
+
+        def scrape() -> tuple[dict[str, float], dict[str, str], list[Metric]]:
+            families = scraper.scrape(scraper.deadline_for(None))
+            success = {k[0]: v for k, v in samples(
+                families, "customer_sync_exporter_collector_success").items()}  # fmt: skip
+            failures = {
+                k[0]: k[1]
+                for k, v in samples(families, "customer_sync_exporter_collector_failure").items()
+                if v == 1
+            }
+            return success, failures, families
+
+        success, failures, families = scrape()
+        assert success == {"redis": 1, "disk": 1, "process": 1} and failures == {}
+
+        private_redis.kill()
+        success, failures, families = scrape()
+        assert success == {"redis": 0, "disk": 1, "process": 1}
+        assert failures == {"redis": "connect"}
+        assert value(families, "customer_sync_redis_up") == 0
+        assert samples(families, "customer_sync_log_dir_files") == {("logs",): 0}
+
+        restarted = RedisServer(private_redis.data_dir, port=private_redis.port).start()
+        try:
+            success, failures, families = scrape()
+        finally:
+            restarted.stop()
+        assert success == {"redis": 1, "disk": 1, "process": 1} and failures == {}
+        assert value(families, "customer_sync_redis_up") == 1
+    finally:
+        scraper.close()
