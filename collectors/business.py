@@ -15,8 +15,10 @@ Ratios (auto-resolution, identification success) are PromQL recording rules, not
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -41,7 +43,7 @@ RESOLUTION_STRATEGIES = ("onec_wins", "portal_wins", "manual")
 IMPORT_TYPES = ("catalog", "variants", "attributes", "images", "stocks", "prices", "customers")
 IMPORT_STATUSES = ("pending", "started", "in_progress", "completed", "failed")
 LABEL_CAP = 50
-CONFLICT_RECOUNT_MAX_AGE = 300.0
+RECOUNT_MAX_AGE = 300.0
 
 
 class BusinessCounters(LogSubscriber):
@@ -109,34 +111,31 @@ class DistinctCustomers(WindowConsumer):
                     del customers[customer]
 
 
-class _StatsGatedCount:
-    """A GROUP BY over a large append-mostly table, redone only when the table changed.
+class _StatsGate:
+    """Says whether a table may have changed since the last time we read it.
 
     PostgreSQL's per-table activity counters (inserts, updates, deletes) and the relation's file
-    node (which TRUNCATE replaces) are read on every scrape; the count itself is rerun only when
-    they moved, or after ``max_age`` seconds in case statistics are off.
+    node (which TRUNCATE replaces) are read on every scrape, which is cheap; an expensive query is
+    rerun only when they moved, or after ``max_age`` seconds in case statistics are off.
     """
 
-    def __init__(self, table: str, query: sql.Composed, max_age: float) -> None:
+    def __init__(self, table: str, max_age: float) -> None:
         self.table = table
-        self.query = query
         self.max_age = max_age
         self.key: tuple[Any, ...] | None = None
-        self.rows: list[tuple[Any, ...]] = []
-        self.counted_at = 0.0
+        self.read_at = 0.0
 
-    def fetch(self, conn: Any) -> list[tuple[Any, ...]]:
+    def changed(self, conn: Any) -> bool:
         key = conn.execute(
             "SELECT n_tup_ins, n_tup_upd, n_tup_del, pg_relation_filenode(relid)"
             " FROM pg_stat_user_tables WHERE relid = %s::regclass",
             (self.table,),
         ).fetchone()
-        stale = time.monotonic() - self.counted_at > self.max_age
-        if key is None or key != self.key or stale:
-            self.rows = conn.execute(self.query).fetchall()
+        if key is None or key != self.key or time.monotonic() - self.read_at > self.max_age:
             self.key = key
-            self.counted_at = time.monotonic()
-        return self.rows
+            self.read_at = time.monotonic()
+            return True
+        return False
 
 
 def _ident(table: str) -> sql.Identifier:
@@ -162,25 +161,24 @@ class BusinessCollector:
         )
         synclog.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
-        self.conflict_count = _StatsGatedCount(
-            config.conflicts_table,
-            sql.SQL(
-                "SELECT conflict_type, resolution_strategy, is_resolved, count(*) FROM {}"
-                " GROUP BY 1, 2, 3"
-            ).format(_ident(config.conflicts_table)),
-            CONFLICT_RECOUNT_MAX_AGE,
-        )
-        windows = sql.SQL(", ").join(
-            sql.SQL("count(*) FILTER (WHERE created_at > {now} - {w} * interval '1 second'"
-                    " AND created_at <= {now})").format(
-                now=sql.Placeholder("now"), w=sql.Literal(w.seconds))
-            for w in synclog.windows
-        )
+        self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE)
+        self.conflicts_query = sql.SQL(
+            "SELECT conflict_type, resolution_strategy, is_resolved, count(*) FROM {}"
+            " GROUP BY 1, 2, 3"
+        ).format(_ident(config.conflicts_table))
+        self.conflict_rows: list[tuple[Any, ...]] = []
+        users = _ident(config.users_table)
+        self.users_gate = _StatsGate(config.users_table, RECOUNT_MAX_AGE)
         self.users_query = sql.SQL(
             "SELECT created_in_1c, role, count(*),"
-            " count(*) FILTER (WHERE needs_1c_export AND is_active), {windows}"
-            " FROM {users} GROUP BY 1, 2"
-        ).format(windows=windows, users=_ident(config.users_table))
+            " count(*) FILTER (WHERE needs_1c_export AND is_active) FROM {} GROUP BY 1, 2"
+        ).format(users)
+        self.recent_users_query = sql.SQL(
+            "SELECT created_in_1c, (extract(epoch FROM created_at) * 1000000)::int8 FROM {}"
+            " WHERE created_at > %(since)s"
+        ).format(users)
+        self.user_rows: list[tuple[Any, ...]] = []
+        self.created_us: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
         self.imports_query = sql.SQL(
             "SELECT import_type, status, count(*), max(extract(epoch FROM finished_at))::float8"
             " FROM {} GROUP BY 1, 2"
@@ -189,25 +187,45 @@ class BusinessCollector:
     def collect(self, deadline: Deadline) -> list[Metric]:
         with self.db.connection(deadline) as conn:
             now = self._now(conn)
+            if self.conflicts_gate.changed(conn):
+                self.conflict_rows = conn.execute(self.conflicts_query).fetchall()
+            if self.users_gate.changed(conn):
+                self._read_users(conn, now)
             tables = [
-                *self._conflict_records(self.conflict_count.fetch(conn)),
-                *self._users(conn.execute(self.users_query, {"now": now}).fetchall()),
+                *self._conflict_records(self.conflict_rows),
+                *self._users(now),
                 *self._imports(conn.execute(self.imports_query).fetchall()),
             ]
+        tail = self.synclog.tail
         try:
-            self.synclog.tail.refresh(deadline)
+            tail.refresh(deadline)
         except CollectorError as exc:
-            partial = tables + (self._from_log() if self.synclog.tail.warm else [])
+            with tail.lock:
+                partial = tables + (self._from_log() if tail.warm else [])
             raise CollectorError(exc.reason, exc.message, partial) from None
-        return tables + self._from_log()
+        with tail.lock:
+            return tables + self._from_log()
 
-    def _now(self, conn: Any) -> Any:
-        from datetime import UTC, datetime
-
+    def _now(self, conn: Any) -> int:
+        """Now in Unix microseconds, from the same time source as the sync-log windows."""
         clock_us = self.synclog.tail.clock_us
         if clock_us is not None:
-            return datetime.fromtimestamp(clock_us() / 1_000_000, tz=UTC)
-        return conn.execute("SELECT now()").fetchone()[0]
+            return clock_us()
+        row = conn.execute("SELECT (extract(epoch FROM now()) * 1000000)::int8").fetchone()
+        return int(row[0])
+
+    def _read_users(self, conn: Any, now_us: int) -> None:
+        """Users change rarely: the aggregate and recent creation times are read on change only."""
+        self.user_rows = conn.execute(self.users_query).fetchall()
+        since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+            microseconds=now_us - self.synclog.sliding.longest
+        )
+        created: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
+        for in_1c, created_us in conn.execute(self.recent_users_query, {"since": since}):
+            created["1c_import" if in_1c else "portal"].append(created_us)
+        for values in created.values():
+            values.sort()
+        self.created_us = created
 
     def _from_log(self) -> list[Metric]:
         c = self.counters
@@ -257,8 +275,8 @@ class BusinessCollector:
         family = GaugeMetricFamily(
             "customer_sync_conflict_records",
             "Rows of common_syncconflict by conflict type, resolution strategy and is_resolved "
-            "(auto-resolved = resolved with onec_wins). Recounted only when PostgreSQL's table "
-            "statistics show a change (they lag writes by up to about a second).",
+            "(auto-resolved = resolved with onec_wins). Cached: recounted only when PostgreSQL's "
+            "table statistics show a change (they lag writes by up to about a second).",
             labels=["conflict_type", "resolution_strategy", "resolved"],
         )
         types, strategies = LabelSet(CONFLICT_TYPES, LABEL_CAP), LabelSet(RESOLUTION_STRATEGIES,
@@ -276,10 +294,11 @@ class BusinessCollector:
             family.add_metric(list(key), n)
         return [family]
 
-    def _users(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
+    def _users(self, now_us: int) -> list[Metric]:
         customers = GaugeMetricFamily(
             "customer_sync_customers",
-            "Users by origin (1c_import when created_in_1c, else portal registration) and role.",
+            "Users by origin (1c_import when created_in_1c, else portal registration) and role. "
+            "Cached: re-read when PostgreSQL's table statistics for users change.",
             labels=["origin", "role"],
         )
         created = GaugeMetricFamily(
@@ -293,22 +312,23 @@ class BusinessCollector:
             "Active users waiting for export to 1C (needs_1c_export).",
         )
         by_role: dict[tuple[str, str], int] = defaultdict(int)
-        by_window: dict[tuple[str, int], int] = defaultdict(int)
         waiting = 0
-        for in_1c, role, n, export, *windows in rows:
+        for in_1c, role, n, export in self.user_rows:
             origin = "1c_import" if in_1c else "portal"
             by_role[(origin, self.roles.values[self.roles.code(role)])] += n
             waiting += export
-            for i, w in enumerate(windows):
-                by_window[(origin, i)] += w
         for origin in ORIGINS:
             for role in ROLES:
                 by_role.setdefault((origin, role), 0)
         for (origin, role), n in sorted(by_role.items()):
             customers.add_metric([origin, role], n)
         for origin in ORIGINS:
-            for i, window in enumerate(self.synclog.windows):
-                created.add_metric([origin, window.label], by_window.get((origin, i), 0))
+            times = self.created_us[origin]
+            for window in self.synclog.windows:
+                since = now_us - int(window.seconds * 1_000_000)
+                created.add_metric(
+                    [origin, window.label], bisect_right(times, now_us) - bisect_right(times, since)
+                )
         queue.add_metric([], waiting)
         return [customers, created, queue]
 

@@ -37,6 +37,7 @@ from exporter.db import Database, classify, describe
 GAP_SCAN_IDS = 100_000
 GAP_SETTLE_SECONDS = 1.0
 MAX_GAPS = 200_000
+WARMUP_BATCH = 20_000
 
 OPERATION_TYPES = (
     "created", "updated", "skipped", "error", "import_from_1c", "export_to_1c",
@@ -182,7 +183,7 @@ class LogTail:
         self.stats = TailStats()
         self.now_us: int | None = None
         self.warm = False
-        self._lock = threading.Lock()
+        self.lock = threading.RLock()  # guards the state; collectors read under it too
         self._generation = 0
         self._warmup_thread: threading.Thread | None = None
         self._warmup_error: CollectorError | None = None
@@ -204,7 +205,7 @@ class LogTail:
             if not self.warm:
                 raise self._warmup_status()
         generation = self._generation
-        with self._lock:
+        with self.lock:
             if self._generation != generation:
                 return  # another caller refreshed while we waited
             try:
@@ -215,7 +216,7 @@ class LogTail:
     # --- start-up pass ---------------------------------------------------------------------
 
     def _ensure_warmup(self) -> None:
-        with self._lock:
+        with self.lock:
             if self.warm or (self._warmup_thread and self._warmup_thread.is_alive()):
                 return
             self._warmup_error = None
@@ -244,31 +245,36 @@ class LogTail:
                 now, _xmin, _xmax, hi = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
                 now = self._now(now)
                 hi = hi or 0
-                cutoff_us = now - self.longest_window_us
-                cursor = conn.execute(
-                    self._sql["warmup"],
-                    {"cutoff": _ts_param(cutoff_us), "id_floor": hi - GAP_SCAN_IDS, "hi": hi},
-                )
-                groups: list[Group] = []
-                recent: list[WindowRow] = []
-                seen: set[int] = set()
-                for rec in cursor:
-                    group = self._group(rec[:8], rec[8], rec[9], rec[10])
-                    groups.append(group)
-                    recent_id = rec[11]
-                    if recent_id is not None:
-                        seen.add(recent_id)
-                        recent.append(self._window_row(group, rec[12], rec[13]))
+                id_floor = hi - GAP_SCAN_IDS
+                params = {"cutoff": _ts_param(now - self.longest_window_us),
+                          "id_floor": id_floor, "hi": hi}
+                with self.lock:
+                    self._reset_state()
+                seen: set[int] = set()  # ids among the last GAP_SCAN_IDS, to find gaps there
+                # A server-side cursor streams the result: memory stays flat at any table size.
+                with conn.cursor(name="customer_sync_warmup") as cur:
+                    cur.execute(self._sql["warmup"], params)
+                    while batch := cur.fetchmany(WARMUP_BATCH):
+                        groups: list[Group] = []
+                        recent: list[WindowRow] = []
+                        for rec in batch:
+                            group = self._group(rec[:8], rec[8], rec[9], rec[10])
+                            groups.append(group)
+                            recent_id = rec[11]
+                            if recent_id is not None:
+                                if recent_id > id_floor:
+                                    seen.add(recent_id)
+                                recent.append(self._window_row(group, rec[12], rec[13]))
+                        with self.lock:
+                            self._deliver(groups, recent)
+                            self.stats.rows_read += sum(g.rows for g in groups)
                 conn.rollback()
-            with self._lock:
-                self._reset_state()
+            with self.lock:
                 self.cursor = hi
                 detected = self.monotonic()
-                for gap_id in range(max(1, hi - GAP_SCAN_IDS + 1), hi + 1):
+                for gap_id in range(max(1, id_floor + 1), hi + 1):
                     if gap_id not in seen:
                         self.gaps[gap_id] = _Gap(detected)
-                self._deliver(groups, recent)
-                self.stats.rows_read += sum(g.rows for g in groups)
                 self._set_time(now)
                 self.warm = True
         except CollectorError as exc:

@@ -183,10 +183,12 @@ class SyncLogCollector:
         try:
             self.tail.refresh(deadline)
         except CollectorError as exc:
-            if self.tail.warm:
-                raise CollectorError(exc.reason, exc.message, self._families()) from None
+            with self.tail.lock:
+                if self.tail.warm:
+                    raise CollectorError(exc.reason, exc.message, self._families()) from None
             raise
-        return self._families()
+        with self.tail.lock:
+            return self._families()
 
     def _families(self) -> list[Metric]:
         return [

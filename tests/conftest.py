@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,12 +27,23 @@ def require_binary(name: str) -> str:
     return found
 
 
+def server_dir(prefix: str) -> Path:
+    """A directory the unprivileged PostgreSQL user can reach when tests run as root.
+
+    Not under pytest's tmp_path: pytest resets its base directory to mode 0700 whenever another
+    pytest process starts, which would lock the server out of its own data directory.
+    """
+    return Path(tempfile.mkdtemp(prefix=f"csx-{prefix}-"))
+
+
 @pytest.fixture(scope="session")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg")).start()
+def pg() -> Iterator[EmbeddedPostgres]:
+    base = server_dir("pg")
+    server = EmbeddedPostgres(base).start()
     server.create_database("freesport_template")
     yield server
     server.stop()
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

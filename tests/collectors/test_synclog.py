@@ -305,10 +305,11 @@ def test_startup_pass_blocked_reports_timeout_then_recovers(db_dsn: str, conn,
     assert sum(pick(scrape(collector), "customer_sync_operations_total").values()) == 3
 
 
-def test_database_outage_loses_and_duplicates_nothing(tmp_path) -> None:
+def test_database_outage_loses_and_duplicates_nothing() -> None:
     from exporter.demo.postgres import EmbeddedPostgres
+    from tests.conftest import server_dir
 
-    server = EmbeddedPostgres(tmp_path / "pg").start()
+    server = EmbeddedPostgres(server_dir("outage")).start()
     try:
         dsn = server.create_database()
         db = Database(DatabaseConfig(dsn=dsn))  # type: ignore[arg-type]
