@@ -945,10 +945,11 @@ class TrafficModel:
     def _resolver(self) -> Iterator[Op]:
         """SyncConflict + one conflict_resolution/success row (no email_sent, no duration)."""
         portal = [c for c in self.portal[-500:] if c.is_active]
-        if portal and self.rng.random() < 0.5:
-            source, user = "data_import", self.rng.choice(portal)
+        source = "data_import" if self.rng.random() < 0.5 else "portal_registration"
+        if source == "data_import" and portal and self.rng.random() < 0.5:
+            user = self.rng.choice(portal)  # 1C data meets an existing portal account
         else:
-            source, user = "portal_registration", self.rng.choice(self.customers_1c[-2000:])
+            user = self.rng.choice(self.customers_1c[-2000:])
         fields = self.rng.sample(["first_name", "last_name", "email", "phone", "company_name"],
                                  self.rng.randint(0, 3))
         platform_data = {
@@ -961,7 +962,8 @@ class TrafficModel:
         }
         onec_data: dict[str, Any] = {"tax_id": user.tax_id, "email": user.email}
         if source == "data_import":
-            user.onec_guid = self._unique_uuid(user.id)
+            if user.onec_guid is None:
+                user.onec_guid = self._unique_uuid(user.id)
             onec_data["onec_guid"] = str(user.onec_guid)
             yield UserUpdate(user.id, {"onec_guid": user.onec_guid, "last_sync_from_1c": STAMP})
         else:
