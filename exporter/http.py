@@ -9,7 +9,6 @@ certificates, basic auth and security headers come from an optional exporter-too
 from __future__ import annotations
 
 import contextlib
-import gzip
 import html
 import json
 import socket
@@ -23,8 +22,6 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
-from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder
 
 from exporter import __version__
 from exporter.collector import Deadline
@@ -40,16 +37,6 @@ log = structlog.get_logger(__name__)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
-
-
-class _Families:
-    """Adapts a list of families to the ``collect()`` interface the encoders expect."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
 
 
 class ExporterApp:
@@ -79,12 +66,11 @@ class ExporterApp:
             header_timeout = float(header) if header else None
         except ValueError:
             header_timeout = None
-        families = self.scraper.scrape(self.scraper.deadline_for(header_timeout))
-        encoder, content_type = choose_encoder(environ.get("HTTP_ACCEPT", ""))
-        body = encoder(_Families(families))  # type: ignore[arg-type]
+        output = self.scraper.scrape_shared(self.scraper.deadline_for(header_timeout))
+        gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
+        body, content_type = output.encode(environ.get("HTTP_ACCEPT", ""), gzipped)
         headers = [("Content-Type", content_type)]
-        if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
-            body = gzip.compress(body, compresslevel=5)
+        if gzipped:
             headers.append(("Content-Encoding", "gzip"))
         start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
         return [body]

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import requests
@@ -100,7 +101,7 @@ def samples(families: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str]
     }
 
 
-def test_metrics_text_format_carries_the_collector_values(serve) -> None:
+def test_metrics_text_format_carries_the_collector_values(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=3.5, counter=42.0)])
     r = requests.get(f"{base}/metrics", headers={"Accept-Encoding": "identity"}, timeout=5)
     assert r.status_code == 200
@@ -113,18 +114,18 @@ def test_metrics_text_format_carries_the_collector_values(serve) -> None:
     assert int(r.headers["Content-Length"]) == len(r.content)
 
 
-def test_metrics_openmetrics_by_accept_header(serve) -> None:
+def test_metrics_openmetrics_by_accept_header(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=1.25, counter=7.0)])
     r = requests.get(f"{base}/metrics", headers={"Accept": "application/openmetrics-text"},
                      timeout=5)
     assert r.headers["Content-Type"] == OPENMETRICS
     assert r.text.endswith("# EOF\n")
-    got = samples(parse_openmetrics(r.text))
+    got = samples(parse_openmetrics(r.text))  # type: ignore[no-untyped-call]
     assert got[("customer_sync_alpha_queue_length", (("queue", "a"),))] == 1.25
     assert got[("customer_sync_alpha_events_total", ())] == 7.0
 
 
-def test_metrics_gzip_when_accepted_and_identity_otherwise(serve) -> None:
+def test_metrics_gzip_when_accepted_and_identity_otherwise(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=9.0, counter=1.0)])
     port = int(base.rsplit(":", 1)[1])
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -145,7 +146,7 @@ def test_metrics_gzip_when_accepted_and_identity_otherwise(serve) -> None:
     assert samples(parse_text(plain_body))[key] == 18.0
 
 
-def test_scrape_timeout_header_shortens_the_deadline(serve) -> None:
+def test_scrape_timeout_header_shortens_the_deadline(serve: Any) -> None:
     slow = Slow("slowdep")
     base = serve([slow, Fixed("alpha", gauge=1.0, counter=1.0)], timeout=10.0)
     try:
@@ -165,7 +166,7 @@ def test_scrape_timeout_header_shortens_the_deadline(serve) -> None:
     assert got[("customer_sync_alpha_queue_length", (("queue", "a"),))] == 1.0
 
 
-def test_landing_page_links_and_lists_collectors_with_escaped_reasons(serve) -> None:
+def test_landing_page_links_and_lists_collectors_with_escaped_reasons(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=1.0, counter=1.0),
                   Failing("beta", message="<script>alert(1)</script>")])
     first = requests.get(f"{base}/", timeout=5)
@@ -180,7 +181,7 @@ def test_landing_page_links_and_lists_collectors_with_escaped_reasons(serve) -> 
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
-def test_health_live_is_always_ok(serve) -> None:
+def test_health_live_is_always_ok(serve: Any) -> None:
     base = serve([Failing("beta")], required=["beta"])
     r = requests.get(f"{base}/health/live", timeout=5)
     assert r.status_code == 200
@@ -188,7 +189,7 @@ def test_health_live_is_always_ok(serve) -> None:
     assert r.json() == {"status": "ok"}
 
 
-def test_health_ready_503_when_a_required_collector_fails(serve) -> None:
+def test_health_ready_503_when_a_required_collector_fails(serve: Any) -> None:
     fixed = Fixed("alpha", gauge=1.0, counter=1.0)
     base = serve([fixed, Failing("beta")], required=["beta"])
     r = requests.get(f"{base}/health/ready", timeout=5)
@@ -200,7 +201,7 @@ def test_health_ready_503_when_a_required_collector_fails(serve) -> None:
     assert body["dependencies"]["alpha"] == {"ok": True, "required": False, "reason": None}
 
 
-def test_health_ready_200_when_only_optional_collectors_fail(serve) -> None:
+def test_health_ready_200_when_only_optional_collectors_fail(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=1.0, counter=1.0), Failing("beta")], required=["alpha"])
     r = requests.get(f"{base}/health/ready", timeout=5)
     assert r.status_code == 200
@@ -208,7 +209,7 @@ def test_health_ready_200_when_only_optional_collectors_fail(serve) -> None:
     assert r.json()["dependencies"]["beta"]["ok"] is False
 
 
-def test_unknown_path_is_404(serve) -> None:
+def test_unknown_path_is_404(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=1.0, counter=1.0)])
     for path in ("/nope", "/metrics/extra", "/health"):
         r = requests.get(f"{base}{path}", timeout=5)
@@ -216,7 +217,7 @@ def test_unknown_path_is_404(serve) -> None:
         assert r.text == "Not Found\n"
 
 
-def test_concurrent_scrapes_share_one_collection(serve) -> None:
+def test_concurrent_scrapes_share_one_collection(serve: Any) -> None:
     slow = Slow("slowdep")
     base = serve([slow], timeout=3.0)
     results: list[int] = []
