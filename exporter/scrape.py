@@ -9,15 +9,18 @@ concurrent scrapers (or a hung dependency) never multiply the load on a dependen
 
 from __future__ import annotations
 
+import gzip
 import platform
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
@@ -54,6 +57,41 @@ class _Runner:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+class _Families:
+    """Adapts a list of families to the ``collect()`` interface the encoders expect."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> list[Metric]:
+        return self._families
+
+
+class ScrapeOutput:
+    """One scrape's families, and each exposition format of them, encoded at most once.
+
+    Scrapes that arrive while one is running share it (and its rendering), so ten concurrent
+    scrapers cost about one collection and one encoding per format.
+    """
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+        self._bodies: dict[tuple[str, bool], bytes] = {}
+        self._lock = threading.Lock()
+
+    def encode(self, accept: str, gzipped: bool) -> tuple[bytes, str]:
+        encoder, content_type = choose_encoder(accept)
+        key = (content_type, gzipped)
+        with self._lock:
+            body = self._bodies.get(key)
+            if body is None:
+                body = encoder(_Families(self.families))  # type: ignore[arg-type]
+                if gzipped:
+                    body = gzip.compress(body, compresslevel=5)
+                self._bodies[key] = body
+        return body, content_type
+
+
 class Scraper:
     """Runs the collectors for a scrape and turns their results into one list of families."""
 
@@ -74,6 +112,8 @@ class Scraper:
             max_workers=max(4, 2 * len(self._runners)), thread_name_prefix="collect"
         )
         self._process = ProcessCollector(registry=None) if process_collector else None
+        self._shared: Future[ScrapeOutput] | None = None
+        self._shared_lock = threading.Lock()
 
     @property
     def collector_names(self) -> list[str]:
@@ -90,6 +130,27 @@ class Scraper:
 
     def last_results(self) -> dict[str, CollectorResult | None]:
         return {name: r.last for name, r in self._runners.items()}
+
+    def scrape_shared(self, deadline: Deadline) -> ScrapeOutput:
+        """A scrape, joined with the one in progress if there is one (single-flight)."""
+        with self._shared_lock:
+            running = self._shared
+            leader = running is None or running.done()
+            if leader:
+                running = self._shared = Future()
+        assert running is not None
+        if not leader:
+            try:
+                return running.result(timeout=deadline.remaining())
+            except FutureTimeout:
+                return ScrapeOutput(self.scrape(deadline))
+        try:
+            output = ScrapeOutput(self.scrape(deadline))
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        running.set_result(output)
+        return output
 
     def scrape(self, deadline: Deadline) -> list[Metric]:
         futures = {name: self._start(runner, deadline) for name, runner in self._runners.items()}
