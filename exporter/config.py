@@ -7,12 +7,13 @@ from ``*_file`` keys, and are held as :class:`pydantic.SecretStr`, which never p
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -38,18 +39,25 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w
 def parse_duration(value: Any) -> float:
     """Prometheus-style duration (``500ms``, ``15s``, ``1h30m``) or plain seconds, to seconds."""
     if isinstance(value, bool):
-        raise ValueError("a duration must be a string like '15s' or a number of seconds")
+        raise ValueError(
+            f"a duration must be a string like '15s' or a number of seconds (got bool {value!r})"
+        )
     if isinstance(value, int | float):
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
+        if text.startswith("-"):
+            raise ValueError(f"a duration cannot be negative (got {value!r})")
         if not text or _DURATION_PART.sub("", text):
             raise ValueError(f"invalid duration {value!r}: use e.g. '500ms', '15s', '5m', '1h30m'")
         seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     else:
-        raise ValueError("a duration must be a string like '15s' or a number of seconds")
+        raise ValueError(
+            "a duration must be a string like '15s' or a number of seconds "
+            f"(got {type(value).__name__})"
+        )
     if seconds < 0:
-        raise ValueError("a duration cannot be negative")
+        raise ValueError(f"a duration cannot be negative (got {value!r})")
     return seconds
 
 
@@ -58,6 +66,8 @@ PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)
 
 
 def _read_secret_file(value: Any) -> Any:
+    if isinstance(value, SecretStr):  # already read: a re-validation (Config.with_collectors)
+        return value
     if not isinstance(value, str | os.PathLike):
         raise ValueError("must be a file path")
     path = Path(value)
@@ -116,12 +126,21 @@ WindowSpec = Annotated[
 ]
 
 
+class KeyedValueError(ValueError):
+    """A validation error about something below the value being validated: ``loc`` is appended
+    to the error's location, so the message names (and points at the line of) the real culprit."""
+
+    def __init__(self, message: str, loc: tuple[str | int, ...]) -> None:
+        super().__init__(message)
+        self.loc = loc
+
+
 def _unique(values: list[Any], what: str) -> list[Any]:
     seen: set[Any] = set()
-    for v in values:
+    for i, v in enumerate(values):
         key = v.label if isinstance(v, Window) else v
         if key in seen:
-            raise ValueError(f"duplicate {what} {key!r}")
+            raise KeyedValueError(f"duplicate {what} {key!r}", (i,))
         seen.add(key)
     return values
 
@@ -180,8 +199,12 @@ class SyncLogConfig(_Model):
     @field_validator("buckets")
     @classmethod
     def _sorted(cls, value: list[float]) -> list[float]:
-        if any(b >= a for a, b in zip(value[1:], value, strict=False)):
-            raise ValueError("buckets must be strictly increasing")
+        for i in range(1, len(value)):
+            if value[i] <= value[i - 1]:
+                raise KeyedValueError(
+                    f"buckets must be strictly increasing ({value[i]:g} follows {value[i - 1]:g})",
+                    (i,),
+                )
         return value
 
 
@@ -255,9 +278,9 @@ class OneCConfig(_Model):
     @model_validator(mode="after")
     def _one_credential(self) -> OneCConfig:
         if self.password is not None and self.password_file is not None:
-            raise ValueError("set password or password_file, not both")
+            raise KeyedValueError("set password or password_file, not both", ("password_file",))
         if self.token is not None and self.token_file is not None:
-            raise ValueError("set token or token_file, not both")
+            raise KeyedValueError("set token or token_file, not both", ("token_file",))
         return self
 
     def secret_password(self) -> str | None:
@@ -327,12 +350,16 @@ class Config(_Model):
     def _database_when_needed(self) -> Config:
         needing = [n for n in DB_COLLECTORS if getattr(self.collectors, n).enabled]
         if needing and self.database is None:
-            raise ValueError(
-                f"a 'database' section is required while these collectors are enabled: "
-                f"{', '.join(needing)}"
+            raise KeyedValueError(
+                f"required while these collectors are enabled: {', '.join(needing)} "
+                "(add the section or disable them)",
+                ("database",),
             )
         if self.collectors.onec.enabled and self.collectors.onec.url is None:
-            raise ValueError("collectors.onec.url is required while the onec collector is enabled")
+            raise KeyedValueError(
+                "required while the onec collector is enabled (or set enabled: false)",
+                ("collectors", "onec", "url"),
+            )
         return self
 
     def with_collectors(self, overrides: dict[str, bool]) -> Config:
@@ -340,7 +367,12 @@ class Config(_Model):
         data = self.model_dump(mode="python", round_trip=True)
         for name, enabled in overrides.items():
             data["collectors"][name]["enabled"] = enabled
-        return Config.model_validate(data)
+        try:
+            return Config.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                [f"(flags): {format_loc(_loc(e))}: {_message(e)}" for e in exc.errors()]
+            ) from None
 
 
 # --- loading with locations -------------------------------------------------------------------
@@ -389,7 +421,8 @@ class _Located:
                     self.error(loc, line, "keys must be plain strings")
                     continue
                 if key in out:
-                    self.error(child, line, "duplicate key")
+                    first = self.lines[child]
+                    self.error(child, line, f"duplicate key (first set on line {first})")
                     continue
                 self.lines[child] = line
                 out[key] = self.convert(value_node, child)
@@ -417,20 +450,69 @@ class _Located:
         return self.lines.get(loc, 1)
 
 
-_TYPE_ERRORS = {"int_type", "int_parsing", "bool_type", "bool_parsing", "string_type", "float_type"}
+# Errors whose message does not say what was given; the input is appended (never for URLs: a
+# URL may carry credentials).
+_TYPE_ERRORS = {"int_type", "int_parsing", "bool_type", "bool_parsing", "string_type", "float_type",
+                "float_parsing", "int_from_float", "list_type", "literal_error",
+                "string_pattern_mismatch", "greater_than", "greater_than_equal", "less_than",
+                "less_than_equal", "too_short"}
+_MAPPING_ERRORS = {"model_type", "dict_type", "model_attributes_type"}
+
+
+def _types(annotation: Any) -> Iterator[Any]:
+    yield annotation
+    for arg in get_args(annotation):
+        yield from _types(arg)
+
+
+def _walk_fields(loc: Loc) -> Iterator[tuple[str, Any, list[type]]]:
+    """For each key of ``loc``: the model holding it and the classes in the key's type."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(model, "model_fields", {}).get(part)
+        annotation = None if field is None else field.annotation
+        types = [t for t in _types(annotation) if isinstance(t, type)] if field else []
+        yield part, model, types
+        model = next((t for t in types if issubclass(t, BaseModel)), None)
+
+
+def _is_secret(loc: Loc) -> bool:
+    """Whether ``loc`` is (inside) a secret field, whose input must never be echoed."""
+    return any(issubclass(t, SecretStr) for _, _, types in _walk_fields(loc) for t in types)
+
+
+def _unknown_key(loc: Loc) -> str:
+    *_, (key, model, _) = _walk_fields(loc)
+    close = difflib.get_close_matches(key, getattr(model, "model_fields", {}), n=1, cutoff=0.7)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
 def _message(err: Any) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "extra_forbidden":
-        return "unknown key"
+        return _unknown_key(tuple(err["loc"]))
     if kind == "missing":
         return "required key is missing"
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
-    if kind in _TYPE_ERRORS:
-        msg += f" (got {type(err.get('input')).__name__} {err.get('input')!r})"
+    value = err.get("input")
+    if kind in _MAPPING_ERRORS:
+        msg = "must be a mapping of keys"
+    if kind in _TYPE_ERRORS | _MAPPING_ERRORS:
+        # Only scalars of non-secret keys are quoted: a list or mapping may hold a secret.
+        shown = "" if _is_secret(tuple(err["loc"])) or isinstance(value, list | dict) else (
+            f" {value!r}"
+        )
+        msg += f" (got {type(value).__name__}{shown})"
     return str(msg)
+
+
+def _loc(err: Any) -> Loc:
+    error = (err.get("ctx") or {}).get("error")
+    extra = error.loc if isinstance(error, KeyedValueError) else ()
+    return (*err["loc"], *extra)
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
@@ -450,6 +532,9 @@ def parse_config(text: str, filename: str, environ: dict[str, str]) -> Config:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            problem += f" ({context} on line {context_mark.line + 1})"
         raise ConfigError([f"{filename}:{line}: (syntax): invalid YAML: {problem}"]) from None
     located = _Located(filename, environ)
     data = located.convert(node, ()) if node is not None else {}
@@ -462,8 +547,7 @@ def parse_config(text: str, filename: str, environ: dict[str, str]) -> Config:
     except ValidationError as exc:
         raise ConfigError(
             [
-                f"{filename}:{located.line_of(tuple(e['loc']))}: {format_loc(tuple(e['loc']))}: "
-                f"{_message(e)}"
+                f"{filename}:{located.line_of(_loc(e))}: {format_loc(_loc(e))}: {_message(e)}"
                 for e in exc.errors()
             ]
         ) from None
