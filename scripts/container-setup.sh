@@ -34,11 +34,13 @@ ORDER=(python postgres redis prometheus alertmanager)
 log() { printf '[container-setup] %s\n' "$*" >&2; }
 
 install_packages() {
-  local missing=()
-  command -v podman >/dev/null || missing+=(podman)
-  command -v runc >/dev/null || missing+=(runc)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  # netavark + aardvark-dns: service names resolve on a podman network (docker-compose.yml);
+  # slirp4netns: a container reaches the host's loopback (tests/e2e/test_container.py).
+  local wanted=(podman runc debootstrap docker-compose netavark aardvark-dns slirp4netns) missing=()
+  local pkg
+  for pkg in "${wanted[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
   if ((${#missing[@]})); then
     log "installing ${missing[*]}"
     apt-get update -qq
@@ -49,7 +51,7 @@ install_packages() {
 configure_podman() {
   # crun fails here on cgroups and on setrlimit(RLIMIT_NOFILE); systemd is not PID 1.
   local want
-  want=$'# Written by scripts/container-setup.sh (customer-sync-exporter).\n[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\nevents_logger = "file"'
+  want=$'# Written by scripts/container-setup.sh (customer-sync-exporter).\n[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = "cgroupfs"\nruntime = "runc"\nevents_logger = "file"\n[network]\nnetwork_backend = "netavark"'
   if [[ ! -f $DROPIN ]] || [[ "$(cat "$DROPIN")" != "$want" ]]; then
     log "writing $DROPIN"
     mkdir -p "$(dirname "$DROPIN")"
