@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,22 @@ def independent_states(checker: psycopg.Connection[Any], exporter_app: str) -> d
     return out
 
 
+def settled(
+    collect: Callable[[], dict[Any, float]], truth: Callable[[], dict[Any, float]]
+) -> tuple[dict[Any, float], dict[Any, float]]:
+    """The collector's view and the independent one, re-read briefly until they agree.
+
+    A backend closed just before (by this or an earlier test) exits asynchronously and may
+    vanish between the two reads; a wrong collector never agrees.
+    """
+    for _ in range(20):
+        got, want = collect(), truth()
+        if got == want:
+            break
+        time.sleep(0.05)
+    return got, want
+
+
 def wait_for_state(checker: psycopg.Connection[Any], pid: int, state: str) -> None:
     end = time.monotonic() + 5
     query = "SELECT state FROM pg_stat_activity WHERE pid = %s"
@@ -79,9 +95,16 @@ def test_connections_by_state_appear_and_disappear(
 ) -> None:
     collector = PostgresCollector(db, PostgresConfig())
     with psycopg.connect(db_dsn, autocommit=True, application_name="checker") as checker:
-        before = samples(collector.collect(Deadline.after(5)), "customer_sync_postgres_connections")
-        expected_before = independent_states(checker, app_name)
-        assert before == {(s,): float(n) for s, n in expected_before.items()}
+
+        def got() -> dict[Any, float]:
+            families = collector.collect(Deadline.after(5))
+            return samples(families, "customer_sync_postgres_connections")
+
+        def truth() -> dict[Any, float]:
+            return {(s,): float(n) for s, n in independent_states(checker, app_name).items()}
+
+        before, expected = settled(got, truth)
+        assert before == expected
 
         opened: list[psycopg.Connection[Any]] = []
         for _ in range(2):  # idle
@@ -102,10 +125,8 @@ def test_connections_by_state_appear_and_disappear(
         opened += [in_tx, aborted, busy]
         try:
             wait_for_state(checker, busy.info.backend_pid, "active")
-            during_families = collector.collect(Deadline.after(5))
-            during = samples(during_families, "customer_sync_postgres_connections")
-            expected = independent_states(checker, app_name)
-            assert during == {(s,): float(n) for s, n in expected.items()}
+            during, expected = settled(got, truth)
+            assert during == expected
             # The connections this test opened show up as exactly these differences.
             diff = {s[0]: during[s] - before[s] for s in during}
             assert diff["idle"] == 2
@@ -120,14 +141,11 @@ def test_connections_by_state_appear_and_disappear(
 
         end = time.monotonic() + 5
         while True:  # backends exit asynchronously after the client closes
-            after = samples(
-                collector.collect(Deadline.after(5)), "customer_sync_postgres_connections"
-            )
-            expected_after = independent_states(checker, app_name)
+            after, expected = settled(got, truth)
             if after == before or time.monotonic() > end:
                 break
             time.sleep(0.05)
-        assert after == {(s,): float(n) for s, n in expected_after.items()}
+        assert after == expected
         assert after == before
 
 
@@ -140,27 +158,35 @@ def test_application_allow_list_with_other_bucket(db: Database, db_dsn: str, app
     ]
     try:
         with psycopg.connect(db_dsn, autocommit=True, application_name="checker") as checker:
-            got = samples(
-                collector.collect(Deadline.after(5)),
-                "customer_sync_postgres_application_connections",
-            )
-            rows = dict(
-                checker.execute(
-                    "SELECT application_name, count(*)::int FROM pg_stat_activity"
-                    " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
-                    " AND application_name <> %s GROUP BY 1",
-                    (app_name,),
-                ).fetchall()
-            )
-        rows["checker"] = rows.get("checker", 0) + 1  # idle while the collector ran
-        listed = {n: rows.pop(n, 0) for n in config.application_names}
-        assert got == {
-            ("freesport-web",): listed["freesport-web"],
-            ("celery",): listed["celery"],
+
+            def got() -> dict[Any, float]:
+                return samples(
+                    collector.collect(Deadline.after(5)),
+                    "customer_sync_postgres_application_connections",
+                )
+
+            def truth() -> dict[Any, float]:
+                rows = dict(
+                    checker.execute(
+                        "SELECT application_name, count(*)::int FROM pg_stat_activity"
+                        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+                        " AND application_name <> %s GROUP BY 1",
+                        (app_name,),
+                    ).fetchall()
+                )
+                rows["checker"] = rows.get("checker", 0) + 1  # idle while the collector ran
+                listed = {n: rows.pop(n, 0) for n in config.application_names}
+                out = {(n,): float(v) for n, v in listed.items()}
+                out[(OTHER_APPLICATION,)] = float(sum(rows.values()))
+                return out
+
+            seen, expected = settled(got, truth)
+        assert seen == expected
+        assert {k: seen[k] for k in [("freesport-web",), ("celery",), ("never-connected",)]} == {
+            ("freesport-web",): 2,
+            ("celery",): 1,
             ("never-connected",): 0,
-            (OTHER_APPLICATION,): sum(rows.values()),
         }
-        assert listed == {"freesport-web": 2, "celery": 1, "never-connected": 0}
     finally:
         for conn in conns:
             conn.close()
