@@ -1,0 +1,323 @@
+"""docker-compose.yml: validated by docker-compose itself, then run with Podman.
+
+There is no Docker engine here and podman-compose 1.0 ignores ``depends_on`` conditions, so the
+slow test takes the file as ``docker-compose config`` resolves it and runs every service with
+plain ``podman run`` commands derived from that output: same images, commands, environment,
+volumes, tmpfs, healthchecks, published ports (bound to 127.0.0.1), ``depends_on`` order and
+health conditions, on one network where each service is reachable by its name. A key it does not
+know fails the test, so the file cannot grow a setting the test silently drops. Grafana has no
+image here (no registry, no Debian package) and is the one service not started; its
+provisioning is checked by tests/grafana/test_dashboards.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.demo.postgres import free_port
+from tests.conftest import require_binary
+from tests.e2e.containers import (
+    EXPORTER_IMAGE,
+    REPO,
+    build_exporter_image,
+    cleanup,
+    health_status,
+    healthcheck_run,
+    http_get,
+    logs,
+    podman,
+    setup_images,
+    unique,
+    wait_for,
+)
+
+COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
+NOT_RUNNABLE_HERE = {"grafana"}  # no image and no Debian package reachable from this machine
+STANDINS = ("python", "postgres", "redis", "prometheus", "alertmanager")
+
+
+def compose_config(env_file: Path) -> dict[str, Any]:
+    proc = subprocess.run(
+        [require_binary("docker-compose"), "-f", str(COMPOSE), "--env-file", str(env_file),
+         "config"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    loaded: dict[str, Any] = yaml.safe_load(proc.stdout)
+    return loaded
+
+
+def env_example() -> dict[str, str]:
+    out = {}
+    for line in ENV_EXAMPLE.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            key, _, val = line.partition("=")
+            out[key.strip()] = val.strip()
+    return out
+
+
+# --- fast checks of the file itself -------------------------------------------------------------
+
+
+def test_compose_config_validates_with_env_example() -> None:
+    config = compose_config(ENV_EXAMPLE)
+    assert set(config["services"]) == {
+        "exporter", "postgres", "redis", "prometheus", "alertmanager", "grafana"}
+    assert set(config["volumes"]) >= {
+        "postgres-data", "redis-data", "prometheus-data", "alertmanager-data", "grafana-data"}
+
+
+def test_compose_refuses_to_start_without_secrets(tmp_path: Path) -> None:
+    """Every secret is required from .env: no default password hides in the compose file."""
+    empty = tmp_path / "empty.env"
+    empty.write_text("")
+    proc = subprocess.run(
+        [require_binary("docker-compose"), "-f", str(COMPOSE), "--env-file", str(empty),
+         "config"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "POSTGRES_PASSWORD" in proc.stderr or "set " in proc.stderr
+
+
+def test_compose_shape_ports_healthchecks_dependencies() -> None:
+    config = compose_config(ENV_EXAMPLE)
+    services = config["services"]
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    assert published == {"exporter", "grafana"}
+    assert [p["target"] for p in services["exporter"]["ports"]] == [9188]
+    assert [p["target"] for p in services["grafana"]["ports"]] == [3000]
+    for name, svc in services.items():
+        assert "healthcheck" in svc, f"{name} has no healthcheck"
+        for dep, cond in svc.get("depends_on", {}).items():
+            assert cond["condition"] == "service_healthy", f"{name} -> {dep}"
+    assert set(services["exporter"]["depends_on"]) == {"postgres", "redis"}
+    assert set(services["prometheus"]["depends_on"]) == {"exporter", "alertmanager"}
+    assert set(services["grafana"]["depends_on"]) == {"prometheus"}
+    # Data lives in named volumes, configuration comes from the repository, read-only.
+    for name, svc in services.items():
+        for volume in svc.get("volumes", []):
+            source, target, mode = volume.split(":")
+            if source.startswith("/"):
+                assert mode == "ro", f"{name}: {volume} must be read-only"
+                assert Path(source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in config["volumes"], f"{name}: {source} is not a named volume"
+    mounts = {v.split(":")[1] for v in services["prometheus"]["volumes"]}
+    assert "/etc/prometheus/rules" in mounts
+    assert any("/etc/grafana/provisioning" in v for v in services["grafana"]["volumes"])
+    assert services["exporter"]["image"] == "localhost/customer-sync-exporter:latest"
+
+
+def test_env_example_holds_only_placeholders() -> None:
+    """.env.example names every variable the compose file needs, with no real secret in it."""
+    env = env_example()
+    required = set(re.findall(r"\$\{([A-Z_][A-Z0-9_]*):\?", COMPOSE.read_text()))
+    assert required <= set(env), f"missing in .env.example: {required - set(env)}"
+    for key in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "GRAFANA_ADMIN_PASSWORD",
+                "TELEGRAM_BOT_TOKEN"):
+        assert "change-me" in env[key], f"{key} in .env.example must be an obvious placeholder"
+    assert env["WEBHOOK_URL"].startswith("https://") and ".invalid" in env["WEBHOOK_URL"]
+    assert ".env" in (REPO / ".gitignore").read_text().split()
+
+
+# --- the stack, run with Podman ----------------------------------------------------------------
+
+
+def _unescape(value: Any) -> Any:
+    """docker-compose config writes a literal $ as $$; the engine passes a single $."""
+    if isinstance(value, str):
+        return value.replace("$$", "$")
+    if isinstance(value, list):
+        return [_unescape(v) for v in value]
+    return value
+
+
+def _duration(value: str) -> str:
+    return value  # compose and podman share Go's duration syntax (15s, 1m30s)
+
+
+KNOWN_KEYS = {
+    "image", "build", "command", "entrypoint", "environment", "volumes", "ports", "healthcheck",
+    "depends_on", "restart", "read_only", "cap_drop", "security_opt", "tmpfs",
+}
+
+
+def podman_run_args(project: str, name: str, svc: dict[str, Any]) -> list[str]:
+    """The ``podman run`` arguments equivalent to one resolved compose service."""
+    unknown = set(svc) - KNOWN_KEYS
+    assert not unknown, f"service {name}: the test does not know {sorted(unknown)}; teach it"
+    args = ["run", "-d", "--name", f"{project}_{name}", "--network", f"{project}_default",
+            "--network-alias", name]
+    if "restart" in svc:
+        args += ["--restart", svc["restart"]]
+    for key, val in (svc.get("environment") or {}).items():
+        args += ["-e", f"{key}={_unescape('' if val is None else str(val))}"]
+    for volume in svc.get("volumes", []):
+        source, target, mode = volume.split(":")
+        if not source.startswith("/"):
+            source = f"{project}_{source}"
+        args += ["-v", f"{source}:{target}:{mode}"]
+    for tmpfs in svc.get("tmpfs", []):
+        args += ["--tmpfs", tmpfs]
+    for port in svc.get("ports", []):
+        assert set(port) <= {"published", "target", "protocol", "mode"}, port
+        args += ["-p", f"127.0.0.1:{port['published']}:{port['target']}"]
+    if svc.get("read_only"):
+        args.append("--read-only")
+    for cap in svc.get("cap_drop", []):
+        args += ["--cap-drop", cap]
+    for opt in svc.get("security_opt", []):
+        args += ["--security-opt", opt]
+    health = svc.get("healthcheck")
+    if health:
+        test = _unescape(health["test"])
+        assert test[0] in {"CMD", "CMD-SHELL"}, test
+        # Podman 4.3 splits a JSON CMD array on spaces; a shell string keeps every argument.
+        shell = shlex.join(test[1:]) if test[0] == "CMD" else test[1]
+        args += ["--health-cmd", shell,
+                 "--health-interval", _duration(health["interval"]),
+                 "--health-timeout", _duration(health["timeout"]),
+                 "--health-retries", str(health["retries"]),
+                 "--health-start-period", _duration(health["start_period"])]
+    if "entrypoint" in svc:
+        entrypoint = _unescape(svc["entrypoint"])
+        args += ["--entrypoint", json.dumps(entrypoint)]
+    args.append(svc["image"])
+    command = svc.get("command")
+    if command is not None:
+        args += _unescape(command) if isinstance(command, list) else shlex.split(command)
+    return args
+
+
+def start_order(services: dict[str, Any]) -> list[str]:
+    order: list[str] = []
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"depends_on cycle: {path + (name,)}"
+        if name in order:
+            return
+        for dep in services[name].get("depends_on", {}):
+            visit(dep, path + (name,))
+        order.append(name)
+
+    for name in sorted(services):
+        visit(name, ())
+    return order
+
+
+def wait_healthy(container: str, timeout: float) -> None:
+    """Drive the HEALTHCHECK by hand (no systemd timer here) until it reports healthy."""
+    def healthy() -> bool:
+        healthcheck_run(container)
+        return health_status(container) == "healthy"
+
+    wait_for(f"{container} to become healthy", healthy, timeout, lambda: logs(container))
+
+
+def exec_get(container: str, url: str) -> Any:
+    """GET a URL from inside a container (Prometheus is not published, by design)."""
+    proc = podman("exec", container, "wget", "-q", "-O", "-", url, check=False)
+    if proc.returncode != 0:
+        raise OSError(f"wget {url} in {container}: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+@pytest.mark.e2e
+def test_stack_runs_with_podman_and_prometheus_scrapes_the_exporter(tmp_path: Path) -> None:
+    setup_images(*STANDINS)
+    project = unique("cse-e2e-stack")
+    exporter_port = free_port()
+    env = env_example() | {
+        "POSTGRES_PASSWORD": "pg-" + project,
+        "REDIS_PASSWORD": "redis-" + project,
+        "EXPORTER_PORT": str(exporter_port),
+        "GRAFANA_PORT": str(free_port()),
+    }
+    env_file = tmp_path / ".env"
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
+    config = compose_config(env_file)
+    services = {k: v for k, v in config["services"].items() if k not in NOT_RUNNABLE_HERE}
+
+    # The image compose would build from "build: .", under the name compose gives it.
+    build_exporter_image(EXPORTER_IMAGE)
+    podman("tag", EXPORTER_IMAGE, services["exporter"]["image"])
+
+    started = time.monotonic()
+    with cleanup() as created:
+        podman("network", "create", f"{project}_default")
+        created.append(("network", f"{project}_default"))
+        for volume in config["volumes"]:
+            podman("volume", "create", f"{project}_{volume}")
+            created.append(("volume", f"{project}_{volume}"))
+        for name in start_order(services):
+            for dep, cond in services[name].get("depends_on", {}).items():
+                if cond["condition"] == "service_healthy":
+                    wait_healthy(f"{project}_{dep}", 120)
+            podman(*podman_run_args(project, name, services[name]))
+            created.append(("container", f"{project}_{name}"))
+
+        prometheus = f"{project}_prometheus"
+        wait_healthy(prometheus, 60)
+        result: dict[str, Any] = {}
+
+        def exporter_target_up() -> bool:
+            targets = exec_get(prometheus, "http://127.0.0.1:9090/api/v1/targets")
+            result["targets"] = targets
+            active = [t for t in targets["data"]["activeTargets"]
+                      if t["labels"]["job"] == "customer_sync_exporter"]
+            return len(active) == 1 and active[0]["health"] == "up"
+
+        wait_for("Prometheus to report the exporter target up", exporter_target_up, 60,
+                 lambda: json.dumps(result.get("targets"), indent=1)[-3000:]
+                 + logs(f"{project}_exporter"))
+        target = next(t for t in result["targets"]["data"]["activeTargets"]
+                      if t["labels"]["job"] == "customer_sync_exporter")
+        assert target["scrapeUrl"] == "http://exporter:9188/metrics"
+
+        # What Prometheus scraped: the dependencies are up through the compose network.
+        def query(expr: str) -> list[Any]:
+            body = exec_get(prometheus, "http://127.0.0.1:9090/api/v1/query?query="
+                            + expr.replace(" ", "%20"))
+            assert body["status"] == "success", body
+            res: list[Any] = body["data"]["result"]
+            return res
+
+        for metric in ("customer_sync_postgres_up", "customer_sync_redis_up"):
+            assert [float(r["value"][1]) for r in query(metric)] == [1.0], metric
+        # Every collector compose/exporter.yaml enables works against the stack's services
+        # (synclog and business need the FREESPORT schema the postgres init step loads).
+        ok = {r["metric"]["collector"]
+              for r in query("customer_sync_exporter_collector_success == 1")}
+        assert ok == {"synclog", "business", "postgres", "redis", "disk"}, query(
+            "customer_sync_exporter_collector_failure == 1")
+        # The mounted rules are loaded, and Prometheus found the rendered Alertmanager.
+        rules = exec_get(prometheus, "http://127.0.0.1:9090/api/v1/rules")
+        groups = {g["name"] for g in rules["data"]["groups"]}
+        assert {"customer_sync.recording", "customer_sync.alerts"} <= groups, groups
+        ams = exec_get(prometheus, "http://127.0.0.1:9090/api/v1/alertmanagers")
+        assert [a["url"] for a in ams["data"]["activeAlertmanagers"]] == [
+            "http://alertmanager:9093/api/v2/alerts"]
+
+        # Published: the exporter (and Grafana); not published: everything else.
+        status, body = http_get(f"http://127.0.0.1:{exporter_port}/metrics")
+        assert status == 200 and "customer_sync_exporter_collector_success" in body
+        for secret in (env["POSTGRES_PASSWORD"], env["REDIS_PASSWORD"], env["TELEGRAM_BOT_TOKEN"]):
+            assert secret not in body
+        ports = podman("ps", "--filter", f"name={project}_", "--format",
+                       "{{.Names}} {{.Ports}}").stdout
+        exposed = {line.split()[0] for line in ports.splitlines() if "->" in line}
+        assert exposed == {f"{project}_exporter"}, ports
+        # Alertmanager runs on the config render-config wrote into its tmpfs, not the template.
+        status_json = exec_get(f"{project}_alertmanager", "http://127.0.0.1:9093/api/v2/status")
+        assert "telegram_configs" in status_json["config"]["original"]
+        assert "${TELEGRAM_BOT_TOKEN}" not in status_json["config"]["original"]
+    assert time.monotonic() - started < 300
