@@ -105,7 +105,7 @@ def test_compose_shape_ports_healthchecks_dependencies() -> None:
     # Data lives in named volumes, configuration comes from the repository, read-only.
     for name, svc in services.items():
         for volume in svc.get("volumes", []):
-            source, target, mode = volume.split(":")
+            source, _target, mode = volume.split(":")
             if source.startswith("/"):
                 assert mode == "ro", f"{name}: {volume} must be read-only"
                 assert Path(source).exists(), f"{name}: {source} does not exist"
@@ -202,11 +202,11 @@ def start_order(services: dict[str, Any]) -> list[str]:
     order: list[str] = []
 
     def visit(name: str, path: tuple[str, ...]) -> None:
-        assert name not in path, f"depends_on cycle: {path + (name,)}"
+        assert name not in path, f"depends_on cycle: {(*path, name)}"
         if name in order:
             return
         for dep in services[name].get("depends_on", {}):
-            visit(dep, path + (name,))
+            visit(dep, (*path, name))
         order.append(name)
 
     for name in sorted(services):
