@@ -197,6 +197,12 @@ class OneCCollector:
         # For messages: scheme, host, port and path only (no user info, no query string).
         self.where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
         self.where += parts.path or "/"
+        # Whatever might be secret, to scrub from messages that quote library errors.
+        self._secrets = [
+            v
+            for v in (parts.password, parts.query, config.secret_password(), config.secret_token())
+            if v
+        ]
         self._session_factory = session_factory
         self._body_re = re.compile(config.body_regex) if config.body_regex else None
         self._running: threading.Thread | None = None
@@ -214,7 +220,10 @@ class OneCCollector:
         result.phases.setdefault("total", time.monotonic() - start)
         families = self._families(result)
         if result.reason is not None:
-            raise CollectorError(result.reason, f"{self.where}: {result.message}", families)
+            message = result.message
+            for secret in self._secrets:
+                message = message.replace(secret, "***")
+            raise CollectorError(result.reason, f"{self.where}: {message}", families)
         return families
 
     def _probe_in_thread(self, deadline: Deadline) -> ProbeResult:
