@@ -87,7 +87,7 @@ class ProcessGroupCollector:
 
 def _families(groups: list[_Group]) -> list[Metric]:
     count = GaugeMetricFamily(
-        "customer_sync_process_count",
+        "customer_sync_processes",
         "Processes currently matching the group (0 when none runs).",
         labels=["group"],
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from collectors.disk import DiskCollector
@@ -23,6 +25,7 @@ from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DiskConfig, LogDirConfig, OneCConfig
 from exporter.demo.onec import Mode, OneCStandIn
 from exporter.scrape import Scraper
+from tests.conftest import require_binary
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -145,6 +148,21 @@ def run(collector: OneCCollector, deadline: float = 3.0) -> tuple[list[Metric], 
         return collector.collect(Deadline.after(deadline)), None, ""
     except CollectorError as exc:
         return exc.partial, exc.reason, exc.message
+
+
+def promtool_problems(families: list[Metric]) -> str:
+    """What ``promtool check metrics`` says about these families ('' when clean)."""
+    promtool = require_binary("promtool")
+
+    class Fixed:
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())  # type: ignore[arg-type]
+    text = generate_latest(registry)
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).decode()
 
 
 @pytest.fixture
@@ -359,3 +377,11 @@ def test_hanging_1c_inside_a_real_scrape(onec: OneCStandIn, tmp_path: Path) -> N
     assert failure[("onec", "timeout")] == 1
     assert value(families, "customer_sync_onec_up") == 0  # the collector's own answer, in time
     assert value(families, "customer_sync_onec_http_status_code") == 0
+    assert promtool_problems(families) == ""
+
+
+def test_https_exposition_is_clean(certs: Certs) -> None:
+    with OneCStandIn(certfile=certs.valid.cert, keyfile=certs.valid.key) as server:
+        families, reason, _ = probe(server.url, ca_file=certs.ca.cert)
+    assert reason is None
+    assert promtool_problems(families) == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 import uuid
@@ -11,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from pydantic import SecretStr
 
@@ -19,6 +21,7 @@ from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, PostgresConfig
 from exporter.db import Database
 from exporter.demo.postgres import EmbeddedPostgres
+from tests.conftest import require_binary
 
 
 def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
@@ -31,6 +34,21 @@ def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
 def value(families: list[Metric], name: str) -> float:
     (only,) = samples(families, name).values()
     return only
+
+
+def promtool_problems(families: list[Metric]) -> str:
+    """What ``promtool check metrics`` says about these families ('' when clean)."""
+    promtool = require_binary("promtool")
+
+    class Fixed:
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())  # type: ignore[arg-type]
+    text = generate_latest(registry)
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).decode()
 
 
 @pytest.fixture
@@ -206,6 +224,7 @@ def test_pool_stats_match_the_pool(db: Database) -> None:
     assert value(families, "customer_sync_exporter_db_pool_max_connections") == 1
     assert value(families, "customer_sync_exporter_db_pool_waiting_requests") == 0
     assert value(families, "customer_sync_postgres_up") == 1
+    assert promtool_problems(families) == ""
 
 
 def test_exhausted_pool_reports_waiters_and_times_out(db: Database) -> None:
@@ -239,6 +258,7 @@ def test_exhausted_pool_reports_waiters_and_times_out(db: Database) -> None:
         ("in_use",): 1,
     }
     assert value(partial, "customer_sync_exporter_db_pool_waiting_requests") == 1
+    assert promtool_problems(partial) == ""
 
 
 def test_usable_connections_and_kill_and_recovery(tmp_path: Path) -> None:

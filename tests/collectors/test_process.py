@@ -95,7 +95,7 @@ def test_groups_by_cmdline_match_psutil_per_pid(children: Children) -> None:
         ]
     )
     families = ProcessGroupCollector(config).collect(Deadline.after(5))
-    count = samples(families, "customer_sync_process_count")
+    count = samples(families, "customer_sync_processes")
     rss = samples(families, "customer_sync_process_resident_memory_bytes")
     cpu = samples(families, "customer_sync_process_cpu_seconds_total")
     assert count == {"import": 2, "worker": 1, "absent": 0}
@@ -109,7 +109,7 @@ def test_groups_by_cmdline_match_psutil_per_pid(children: Children) -> None:
 
     children.stop(a[0])  # an import finishes: the group shrinks on the next scrape
     families = ProcessGroupCollector(config).collect(Deadline.after(5))
-    assert samples(families, "customer_sync_process_count")["import"] == 1
+    assert samples(families, "customer_sync_processes")["import"] == 1
     want_rss, _ = independent([a[1]])
     got = samples(families, "customer_sync_process_resident_memory_bytes")["import"]
     assert abs(got - want_rss) <= 64 * 1024
@@ -128,7 +128,7 @@ def test_name_regex_and_both_regexes_must_match(children: Children, tmp_path: Pa
         ]
     )
     families = ProcessGroupCollector(config).collect(Deadline.after(5))
-    assert samples(families, "customer_sync_process_count") == {
+    assert samples(families, "customer_sync_processes") == {
         "by_name": 1,
         "both": 1,
         "name_only": 0,
@@ -149,17 +149,17 @@ def test_own_process_is_excluded(children: Children) -> None:
         if " ".join(p.info["cmdline"] or ()) == own and p.pid != me.pid
     ]
     families = ProcessGroupCollector(config).collect(Deadline.after(5))
-    assert samples(families, "customer_sync_process_count")["me"] == len(others)
+    assert samples(families, "customer_sync_processes")["me"] == len(others)
 
     # A real child standing in as "self" is left out; counted by a collector that is not it.
     marker = f"self-{uuid.uuid4().hex[:8]}"
     pid = children.python(marker, 1)
     config = ProcessConfig(groups=[ProcessGroupConfig(name="m", cmdline_regex=marker)])
     as_child = ProcessGroupCollector(config, self_pid=pid).collect(Deadline.after(5))
-    assert samples(as_child, "customer_sync_process_count")["m"] == 0
+    assert samples(as_child, "customer_sync_processes")["m"] == 0
     assert samples(as_child, "customer_sync_process_resident_memory_bytes")["m"] == 0
     as_us = ProcessGroupCollector(config).collect(Deadline.after(5))
-    assert samples(as_us, "customer_sync_process_count")["m"] == 1
+    assert samples(as_us, "customer_sync_processes")["m"] == 1
 
 
 def test_default_groups_find_celery_and_the_import_command(
@@ -175,5 +175,5 @@ def test_default_groups_find_celery_and_the_import_command(
     for proc in children.procs:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     families = ProcessGroupCollector(ProcessConfig()).collect(Deadline.after(5))
-    count = samples(families, "customer_sync_process_count")
+    count = samples(families, "customer_sync_processes")
     assert count["customer_import"] >= 1 and count["celery_worker"] >= 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 from kombu import Connection, Exchange, Queue
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from pydantic import SecretStr
 
@@ -23,6 +25,7 @@ from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DiskConfig, LogDirConfig, ProcessConfig, RedisConfig
 from exporter.demo.redis import RedisServer
 from exporter.scrape import Scraper
+from tests.conftest import require_binary
 
 # Written out here rather than imported, so a wrong separator in the collector fails the test.
 PRIORITY_SEP = "\x06\x16"
@@ -37,6 +40,21 @@ def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
 def value(families: list[Metric], name: str) -> float:
     (only,) = samples(families, name).values()
     return only
+
+
+def promtool_problems(families: list[Metric]) -> str:
+    """What ``promtool check metrics`` says about these families ('' when clean)."""
+    promtool = require_binary("promtool")
+
+    class Fixed:
+        def collect(self) -> list[Metric]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(Fixed())  # type: ignore[arg-type]
+    text = generate_latest(registry)
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
+    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).decode()
 
 
 @pytest.fixture
@@ -269,6 +287,7 @@ def test_outage_inside_a_real_scrape_leaves_other_collectors_serving(
 
         success, failures, families = scrape()
         assert success == {"redis": 1, "disk": 1, "process": 1} and failures == {}
+        assert promtool_problems(families) == ""
 
         private_redis.kill()
         success, failures, families = scrape()
@@ -276,6 +295,7 @@ def test_outage_inside_a_real_scrape_leaves_other_collectors_serving(
         assert failures == {"redis": "connect"}
         assert value(families, "customer_sync_redis_up") == 0
         assert samples(families, "customer_sync_log_dir_files") == {("logs",): 0}
+        assert promtool_problems(families) == ""
 
         restarted = RedisServer(private_redis.data_dir, port=private_redis.port).start()
         try:
