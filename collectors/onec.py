@@ -281,6 +281,10 @@ class OneCCollector:
         except requests.RequestException as exc:
             result.reason, result.message = classify(exc)
             return
+        except OSError as exc:  # requests loads ca_file itself: missing or unreadable
+            result.reason = Reason.CONFIG
+            result.message = f"cannot use ca_file {str(self.config.ca_file)!r}: {exc}"[:300]
+            return
         finally:
             result.phases["total"] = time.monotonic() - start
             _current.result = None

@@ -343,6 +343,13 @@ def test_self_signed_cert_is_tls_unless_verification_is_off(certs: Certs) -> Non
     assert expiry == certs.self_signed.not_after
 
 
+def test_missing_ca_file_is_config(certs: Certs, tmp_path: Path) -> None:
+    with OneCStandIn(certfile=certs.valid.cert, keyfile=certs.valid.key) as server:
+        _, reason, message = probe(server.url, ca_file=tmp_path / "no-such-ca.pem")
+    assert reason is Reason.CONFIG, message
+    assert "no-such-ca.pem" in message
+
+
 def test_expired_cert_is_tls(certs: Certs) -> None:
     with OneCStandIn(certfile=certs.expired.cert, keyfile=certs.expired.key) as server:
         families, reason, message = probe(server.url, ca_file=certs.ca.cert)
