@@ -423,6 +423,20 @@ def build_config(
     })
 
 
+def outage_switch(onec: OneCStandIn, celery: CeleryTraffic) -> Callable[[bool], None]:
+    """The traffic's outage callback: each outage breaks the 1C stand-in in the next way
+    (refused, HTTP 500, too slow, maintenance) and slows the Celery worker."""
+    modes = itertools.cycle(OUTAGE_MODES)
+
+    def switch(active: bool) -> None:
+        mode = next(modes) if active else Mode.OK
+        onec.set_mode(mode)
+        celery.slow(active)
+        log.info("1C stand-in mode", mode=str(mode))
+
+    return switch
+
+
 def _urls(listen_address: str, port: int) -> str:
     host, _ = parse_listen_address(listen_address)
     shown = "localhost" if host in ("", "0.0.0.0", "::") else host
@@ -492,15 +506,7 @@ def _run(args: argparse.Namespace, stack: DemoStack, stop: threading.Event) -> i
         return 0
 
     traffic = TrafficSimulator(dsn, rng, rate=args.rate, schedule=OUTAGE)
-    modes = itertools.cycle(OUTAGE_MODES)
-
-    def outage(active: bool) -> None:
-        mode = next(modes) if active else Mode.OK
-        onec.set_mode(mode)
-        celery.slow(active)
-        log.info("1C stand-in mode", mode=str(mode))
-
-    traffic.on_outage.append(outage)
+    traffic.on_outage.append(outage_switch(onec, celery))
     traffic.on_batch.append(imports.on_batch)
     traffic.load_state()
     stack.started("traffic", traffic.stop)
