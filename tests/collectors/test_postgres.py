@@ -312,3 +312,17 @@ def test_usable_connections_and_kill_and_recovery(tmp_path: Path) -> None:
     finally:
         db.close()
         server.stop()
+
+
+def test_wrong_password_is_auth_and_never_shown(pg: EmbeddedPostgres) -> None:
+    wrong = "not-" + pg.password
+    dsn = pg.dsn("postgres").replace(f":{pg.password}@", f":{wrong}@")
+    db = Database(DatabaseConfig(dsn=SecretStr(dsn), connect_timeout=1))
+    try:
+        with pytest.raises(CollectorError) as caught:
+            PostgresCollector(db, PostgresConfig()).collect(Deadline.after(3))
+    finally:
+        db.close()
+    assert caught.value.reason is Reason.AUTH, caught.value.message
+    assert value(caught.value.partial, "customer_sync_postgres_up") == 0
+    assert wrong not in caught.value.message and pg.password not in caught.value.message
