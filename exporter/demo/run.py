@@ -68,8 +68,9 @@ CELERY_TASKS = (
 )
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# Child processes die with the demo even if it is SIGKILLed (PR_SET_PDEATHSIG), and only get
-# secrets through the environment, never on the command line.
+# Child processes die with the demo even if it is SIGKILLed (PR_SET_PDEATHSIG; note it fires when
+# the spawning *thread* ends, which for import processes is the traffic thread, stopped only at
+# shutdown), and only get secrets through the environment, never on the command line.
 _CHILD_PRELUDE = r"""
 import ctypes, os, signal, sys, time
 ctypes.CDLL(None).prctl(1, signal.SIGTERM)
@@ -113,6 +114,7 @@ def _child(code: str, argv: Sequence[str], env: dict[str, str]) -> subprocess.Po
         [sys.executable, "-c", code, *argv],
         env={**os.environ, "DEMO_PARENT_PID": str(os.getpid()), **env},
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a terminal's Ctrl-C reaches the demo only; it stops them
     )
 
 
@@ -463,6 +465,9 @@ def run_demo(args: argparse.Namespace) -> int:
     stack = DemoStack(data_dir, temporary)
     try:
         return _run(args, stack, stop)
+    except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"demo could not start: {exc}", file=sys.stderr)
+        return 1
     finally:
         stack.stop()
         for s, handler in previous.items():

@@ -327,6 +327,8 @@ class TrafficModel:
         self._import_lane = self._imports()
         self._side: list[Iterator[Op]] = []
         self._tax_ids: list[str] = []
+        self._by_customer: dict[int, Counterparty] = {}  # 1C customers' counterparties
+        self._guided: list[Counterparty] = []  # ... whose customer got a onec_guid
 
     # -- random helpers --
 
@@ -626,6 +628,7 @@ class TrafficModel:
         )
         cp.customer = user
         self.customers_1c.append(user)
+        self._by_customer[user.id] = cp
         yield UserRow(
             id=user.id, email=user.email, role=IMPORTED_ROLE, created_in_1c=True, password="",
             first_name=first, last_name=last, phone=user.phone, company_name=user.company_name,
@@ -698,7 +701,7 @@ class TrafficModel:
             options.append("onec_guid")
         method: str | None = None
         if user is not None and self.rng.random() < 0.85:
-            method = self._pick(options, (6, 2, 2, 1)[: len(options)])
+            method = self._pick(options, (6, 2, 2, 4)[: len(options)])
             if (method == "tax_id" and not user.tax_id) or (method == "email" and not user.email):
                 method = "onec_id"
         value: str | None
@@ -928,7 +931,15 @@ class TrafficModel:
         corr = self.uuid4()
         for _ in range(self.rng.randint(1, 3)):
             known = bool(self.catalog) and self.rng.random() < 0.7
-            yield self._identify_row(corr, self.rng.choice(self.catalog) if known else None)
+            cp = self.rng.choice(self.catalog) if known else None
+            if known and self._guided and self.rng.random() < 0.2:
+                cp = self.rng.choice(self._guided)  # a customer the resolver gave a GUID
+            row = self._identify_row(corr, cp)
+            yield row
+            if cp is not None and cp.customer is not None and row.status == "success" and (
+                self.rng.random() < 0.2
+            ):  # a 1C customer registering on the portal
+                yield from self._logger_conflict(corr, cp.customer, "portal_registration")
 
     def _validation(self) -> Iterator[Op]:
         corr = self.uuid4()
@@ -964,6 +975,8 @@ class TrafficModel:
         if source == "data_import":
             if user.onec_guid is None:
                 user.onec_guid = self._unique_uuid(user.id)
+                if user.id in self._by_customer:
+                    self._guided.append(self._by_customer[user.id])
             onec_data["onec_guid"] = str(user.onec_guid)
             yield UserUpdate(user.id, {"onec_guid": user.onec_guid, "last_sync_from_1c": STAMP})
         else:
@@ -1036,13 +1049,15 @@ class TrafficModel:
             ctype = {10: "legal_entity", 12: "individual_entrepreneur"}.get(
                 len(tax_id), "individual"
             )
-            self.catalog.append(
-                Counterparty(
-                    number=uid, onec_id=onec_id or self._guid(uid), onec_role="Покупатель",
-                    customer_type=ctype, name=company or email or str(uid), email=email or "",
-                    tax_id=tax_id, phone="", has_attributes=True, customer=user, linked=has_pw,
-                )
+            cp = Counterparty(
+                number=uid, onec_id=onec_id or self._guid(uid), onec_role="Покупатель",
+                customer_type=ctype, name=company or email or str(uid), email=email or "",
+                tax_id=tax_id, phone="", has_attributes=True, customer=user, linked=has_pw,
             )
+            self.catalog.append(cp)
+            self._by_customer[uid] = cp
+            if guid is not None:
+                self._guided.append(cp)
         last = conn.execute("SELECT max(id) FROM import_sessions").fetchone()
         self.last_session_id = last[0] if last else None
 
