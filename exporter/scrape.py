@@ -29,6 +29,9 @@ from exporter.collector import Collector, CollectorError, Deadline, Reason
 log = structlog.get_logger(__name__)
 
 HEADER_OFFSET_SECONDS = 0.5
+# Collectors must be done this long before the scrape deadline (at most 20% of the budget), so
+# the answer is encoded and sent before the deadline rather than just after it.
+RENDER_MARGIN_SECONDS = 0.15
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class _Runner:
     last: CollectorResult | None = None
     last_success: float | None = None
     collections: int = 0
+    recorded: int = 0  # the number (``collections``) of the last run whose result is in ``last``
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -153,19 +157,27 @@ class Scraper:
         return output
 
     def scrape(self, deadline: Deadline) -> list[Metric]:
-        futures = {name: self._start(runner, deadline) for name, runner in self._runners.items()}
-        wait(list(futures.values()), timeout=deadline.remaining())
+        started = time.monotonic()
+        inner = Deadline(deadline.at - min(RENDER_MARGIN_SECONDS, 0.2 * deadline.remaining()))
+        runs = {name: self._start(runner, inner) for name, runner in self._runners.items()}
+        wait([fut for fut, _ in runs.values()], timeout=inner.remaining())
         results: list[CollectorResult] = []
-        for name, fut in futures.items():
-            if fut.done():
-                results.append(fut.result())
-            else:
-                results.append(
-                    CollectorResult(
-                        name, [], deadline.remaining(), time.time(), Reason.TIMEOUT,
-                        "did not finish before the scrape deadline",
-                    )
+        for name, (fut, number) in runs.items():
+            runner = self._runners[name]
+            with runner.lock:
+                if fut.done():
+                    results.append(fut.result())
+                    continue
+                if runner.recorded == number and runner.last is not None:  # finished just now
+                    results.append(runner.last)
+                    continue
+                # Recorded as the last result too (landing page, readiness, ``check``) until the
+                # abandoned run finishes and records its own.
+                runner.last = CollectorResult(
+                    name, [], time.monotonic() - started, time.time(), Reason.TIMEOUT,
+                    "did not finish before the scrape deadline",
                 )
+                results.append(runner.last)
         families: list[Metric] = []
         for result in results:
             families.extend(result.families)
@@ -174,14 +186,15 @@ class Scraper:
             families.extend(self._process.collect())
         return families
 
-    def _start(self, runner: _Runner, deadline: Deadline) -> Future[CollectorResult]:
+    def _start(self, runner: _Runner, deadline: Deadline) -> tuple[Future[CollectorResult], int]:
         with runner.lock:
             if runner.in_flight is None or runner.in_flight.done():
                 runner.collections += 1
-                runner.in_flight = self._pool.submit(self._run, runner, deadline)
-            return runner.in_flight
+                runner.in_flight = self._pool.submit(self._run, runner, deadline,
+                                                     runner.collections)
+            return runner.in_flight, runner.collections
 
-    def _run(self, runner: _Runner, deadline: Deadline) -> CollectorResult:
+    def _run(self, runner: _Runner, deadline: Deadline, number: int) -> CollectorResult:
         name = runner.collector.name
         start = time.monotonic()
         try:
@@ -202,9 +215,11 @@ class Scraper:
                 "collector failed", collector=name, reason=str(result.reason),
                 error=result.message, duration=round(result.duration, 4),
             )
-        runner.last = result
-        if result.ok:
-            runner.last_success = result.finished_at
+        with runner.lock:
+            runner.last = result
+            runner.recorded = number
+            if result.ok:
+                runner.last_success = result.finished_at
         return result
 
     def _self_metrics(self, results: Iterable[CollectorResult]) -> list[Metric]:
