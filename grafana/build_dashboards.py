@@ -619,7 +619,7 @@ def system_health() -> dict[str, Any]:
             "bytes", "Resident memory of the Celery workers and 1C import commands, per group, "
             "and of the exporter itself.", min=0),
         Panel("Worker processes", "timeseries",
-              [Q("sum by (group) (customer_sync_process_count{$SEL})", "{{group}}")],
+              [Q("sum by (group) (customer_sync_processes{$SEL})", "{{group}}")],
               "short", "Processes matched per group.", min=0),
 
         Row("Alerts"),
