@@ -141,10 +141,6 @@ def _unescape(value: Any) -> Any:
     return value
 
 
-def _duration(value: str) -> str:
-    return value  # compose and podman share Go's duration syntax (15s, 1m30s)
-
-
 KNOWN_KEYS = {
     "image", "build", "command", "entrypoint", "environment", "volumes", "ports", "healthcheck",
     "depends_on", "restart", "read_only", "cap_drop", "security_opt", "tmpfs",
@@ -183,11 +179,12 @@ def podman_run_args(project: str, name: str, svc: dict[str, Any]) -> list[str]:
         assert test[0] in {"CMD", "CMD-SHELL"}, test
         # Podman 4.3 splits a JSON CMD array on spaces; a shell string keeps every argument.
         shell = shlex.join(test[1:]) if test[0] == "CMD" else test[1]
+        # Durations (15s, 1m30s) are Go syntax in both compose and podman.
         args += ["--health-cmd", shell,
-                 "--health-interval", _duration(health["interval"]),
-                 "--health-timeout", _duration(health["timeout"]),
+                 "--health-interval", health["interval"],
+                 "--health-timeout", health["timeout"],
                  "--health-retries", str(health["retries"]),
-                 "--health-start-period", _duration(health["start_period"])]
+                 "--health-start-period", health["start_period"]]
     if "entrypoint" in svc:
         entrypoint = _unescape(svc["entrypoint"])
         args += ["--entrypoint", json.dumps(entrypoint)]
