@@ -87,6 +87,27 @@ class RowStore:
             self._chunks.insert(k + 1, tail)
             self._firsts.insert(k + 1, tail.ts[0])
 
+    def insert_many(self, rows: Sequence[Row]) -> None:
+        """Insert a batch; rows at or after the newest stored one are appended column-wise."""
+        if not rows:
+            return
+        ordered = sorted(rows)
+        tail = self._chunks[-1] if self._chunks else None
+        if tail is None or not tail.ts or ordered[0][0] < tail.ts[-1]:
+            for row in ordered:
+                self.insert(row)
+            return
+        for start in range(0, len(ordered), _CHUNK):
+            if len(tail.ts) >= 2 * _CHUNK:
+                tail = _Chunk()
+                self._chunks.append(tail)
+                self._firsts.append(ordered[start][0])
+            part = ordered[start : start + _CHUNK]
+            tail.ts.extend(r[0] for r in part)
+            tail.code.extend(r[1] for r in part)
+            tail.dur.extend(r[2] for r in part)
+            tail.cust.extend(r[3] for r in part)
+
     def range(self, lo: int, hi: int) -> list[Row]:
         """Rows with ``lo < ts <= hi``."""
         out: list[Row] = []
@@ -133,13 +154,11 @@ class SlidingWindows:
         """New rows (any timestamps). Rows already inside a window enter it at once."""
         now = self.now
         if now is None:
-            for row in rows:
-                self.store.insert(row)
+            self.store.insert_many(rows)
             return
         horizon = now - self.longest
         kept = [r for r in rows if r[0] > horizon]
-        for row in kept:
-            self.store.insert(row)
+        self.store.insert_many(kept)
         for i, length in enumerate(self.lengths):
             inside = [r for r in kept if now - length < r[0] <= now]
             if inside:

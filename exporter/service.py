@@ -104,7 +104,8 @@ class Exporter:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self._thread is not None:  # shutdown() waits for serve_forever, which never ran
+            self.server.shutdown()
         self.server.server_close()
         self.scraper.close()
         if self.db is not None:
