@@ -51,7 +51,7 @@ SELECT '', k.op, k.st, CASE WHEN k.st IN ('failed', 'error') THEN 'boom' ELSE ''
        CASE WHEN k.logger THEN (exp(random() * 9))::int END, s.ts, ''
 FROM (SELECT g, {end_ts} - ({span_s} * ({hi} - g)::float8 / {n}) * interval '1 second' AS ts,
              random() AS r, random() AS r2
-      FROM generate_series({lo}, {hi}) g) s,
+      FROM generate_series({lo}::int8, {hi}) g) s,
 LATERAL (SELECT
     CASE WHEN s.r < 0.30 THEN 'updated' WHEN s.r < 0.45 THEN 'created'
          WHEN s.r < 0.55 THEN 'skipped'
