@@ -99,12 +99,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from exporter.logs import setup_logging
-    from exporter.service import Exporter, wait_for_signal
 
     setup_logging(args.log_level, args.log_format)
     config = load_or_exit(args)
     if config is None:
         return 1
+    from exporter.service import Exporter, wait_for_signal  # heavy: only for a valid config
+
     try:
         exporter = Exporter(config, args.listen_address).start()
     except (OSError, ValueError) as exc:
@@ -119,7 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from exporter.collector import Deadline
-    from exporter.logs import setup_logging
+    from exporter.logs import MASKER, setup_logging
     from exporter.service import Exporter
 
     setup_logging("error", args.log_format)
@@ -142,12 +143,15 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"{'collector':<10} {'result':<7} {'duration':>9} {'samples':>8}  reason")
         failed = 0
         for name, r in results.items():
-            if r is None:
+            if r is None:  # one row per collector, even one that never reported
+                failed += 1
+                print(f"{name:<10} {'failed':<7} {'-':>9} {0:>8}  did not run")
                 continue
             samples = sum(len(f.samples) for f in r.families)
             state = "ok" if r.ok else "failed"
             failed += not r.ok
-            reason = "" if r.ok else f"{r.reason}: {r.message}"
+            # Printed, not logged: mask here what the log processor would have masked.
+            reason = "" if r.ok else MASKER.mask(f"{r.reason}: {r.message}")
             print(f"{name:<10} {state:<7} {r.duration:>8.3f}s {samples:>8}  {reason}")
         return 1 if failed else 0
     finally:

@@ -1,0 +1,331 @@
+"""The installed ``customer-sync-exporter`` command, run as a subprocess against real PostgreSQL.
+
+``check-config`` and ``serve`` must print exactly the located lines of
+``tests/fixtures/config/bad/*.expected`` and exit 1; ``serve`` answers /metrics and exits 0 on
+SIGTERM; ``check`` prints one row per collector; no run ever prints a database password.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.demo.postgres import EmbeddedPostgres, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+BAD = ROOT / "tests" / "fixtures" / "config" / "bad"
+GOOD = ROOT / "tests" / "fixtures" / "config" / "good"
+EXE = Path(sys.executable).parent / "customer-sync-exporter"
+BAD_NAMES = sorted(p.stem for p in BAD.glob("*.yaml"))
+# serve shares the loader with check-config; these cover each stage that can fail (YAML, env,
+# secret file, field, cross-section, list element, several at once).
+SERVE_BAD = ["yaml_syntax", "env_var_unset", "secret_file_unreadable", "dsn_invalid",
+             "database_missing", "list_element_type", "several_problems"]
+FIXTURE_SECRETS = ("S3cretDsnPw", "S3cretOneCPw", "S3cretRedisPw", "98765432123456789")
+
+
+def env(**extra: str) -> dict[str, str]:
+    out = {k: v for k, v in os.environ.items() if k != "CSE_TEST_UNSET_PGPASSWORD"}
+    out.update(extra)
+    return out
+
+
+def run(*args: str, cwd: Path = ROOT, timeout: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
+    if not EXE.exists():
+        pytest.fail(f"{EXE} is missing: pip install -e '.[test]' into the venv")
+    return subprocess.run([str(EXE), *args], cwd=cwd, env=env(**extra), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+# --- bad and good config files -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def held_port() -> Iterator[int]:
+    """A port we listen on: a ``serve`` that got as far as binding it would say so and fail."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def bad_runs(held_port: int) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
+    """``check-config`` and ``serve`` on every bad fixture, four processes at a time."""
+    jobs = [("check-config", name) for name in BAD_NAMES] + [("serve", n) for n in SERVE_BAD]
+
+    def one(job: tuple[str, str]) -> subprocess.CompletedProcess[str]:
+        cmd, name = job
+        args = ([cmd, f"{name}.yaml"] if cmd == "check-config" else
+                [cmd, "--config.file", f"{name}.yaml",
+                 "--web.listen-address", f"127.0.0.1:{held_port}"])
+        return run(*args, cwd=BAD, ONEC_PASSWORD="S3cretOneCPw")
+
+    with ThreadPoolExecutor(4) as pool:
+        return dict(zip(jobs, pool.map(one, jobs), strict=True))
+
+
+@pytest.mark.parametrize(
+    ("cmd", "name"),
+    [("check-config", n) for n in BAD_NAMES] + [("serve", n) for n in SERVE_BAD],
+)
+def test_bad_config_prints_located_errors_and_exits_1(
+    bad_runs: dict[tuple[str, str], subprocess.CompletedProcess[str]], name: str, cmd: str
+) -> None:
+    result = bad_runs[(cmd, name)]
+    expected = (BAD / f"{name}.expected").read_text(encoding="utf-8").splitlines()
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == expected  # nothing else: no bind, no traceback
+    assert result.stdout == ""
+    for secret in FIXTURE_SECRETS:
+        assert secret not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "enabled"),
+    [(GOOD / "minimal.yaml", "synclog, business, postgres, redis, disk, process"),
+     (GOOD / "no_database.yaml", "redis, disk, onec, process"),
+     (ROOT / "config.example.yaml", "synclog, business, postgres, redis, disk, onec, process")],
+    ids=lambda v: v.name if isinstance(v, Path) else "",
+)
+def test_check_config_accepts_good_files(path: Path, enabled: str) -> None:
+    result = run("check-config", str(path), PGPASSWORD="pg-pw-x1", ONEC_PASSWORD="onec-pw-x2")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout == f"{path}: ok; collectors enabled: {enabled}\n"
+    assert "pg-pw-x1" not in result.stdout
+
+
+def test_flags_that_make_the_config_invalid_are_refused() -> None:
+    result = run("serve", "--config.file", str(GOOD / "minimal.yaml"), "--collector.onec",
+                 "--web.listen-address", "127.0.0.1:0")
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        "(flags): collectors.onec.url: required while the onec collector is enabled "
+        "(or set enabled: false)"
+    ]
+
+
+# --- serve and check against real PostgreSQL ---------------------------------------------------
+
+
+def write_config(tmp_path: Path, dsn: str, extra: str = "") -> Path:
+    logs = tmp_path / "logs"
+    logs.mkdir(exist_ok=True)
+    (logs / "a.log").write_text("x" * 10)
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"scrape_timeout: 5s\ndatabase:\n  dsn: {dsn}\n  connect_timeout: 2s\n"
+        f"collectors:\n  disk:\n    dirs:\n      - name: logs\n        path: {logs}\n{extra}"
+        + ("" if "onec:" in extra else "  onec:\n    enabled: false\n")
+    )
+    return path
+
+
+def dsn_template(pg: EmbeddedPostgres, db_dsn: str, *, port: int | None = None) -> str:
+    """The test database's DSN with the password as a ${CSE_PGPASSWORD} reference."""
+    dbname = db_dsn.rsplit("/", 1)[1]
+    return f"postgresql://postgres:${{CSE_PGPASSWORD}}@127.0.0.1:{port or pg.port}/{dbname}"
+
+
+@dataclass
+class Daemon:
+    proc: subprocess.Popen[str]
+    url: str
+    stderr_path: Path
+
+    def metrics(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        text = requests.get(f"{self.url}/metrics", timeout=20).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(encoding="utf-8")
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, config: Path, *flags: str, **extra: str) -> Iterator[Daemon]:
+    port = free_port()
+    stderr_path = tmp_path / f"stderr-{port}.txt"
+    with open(stderr_path, "w") as err:
+        proc = subprocess.Popen(
+            [str(EXE), "serve", "--config.file", str(config),
+             "--web.listen-address", f"127.0.0.1:{port}", *flags],
+            env=env(**extra), stdout=subprocess.DEVNULL, stderr=err, text=True,
+        )
+    daemon = Daemon(proc, f"http://127.0.0.1:{port}", stderr_path)
+    try:
+        end = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, f"exited {proc.returncode}: {daemon.stderr}"
+            assert time.monotonic() < end, "did not start in 30 s"
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{daemon.url}/health/live", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.05)
+        yield daemon
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def stop(daemon: Daemon) -> int:
+    daemon.proc.send_signal(signal.SIGTERM)
+    return daemon.proc.wait(15)
+
+
+def success(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {
+        dict(labels)["collector"]: v
+        for (name, labels), v in samples.items()
+        if name == "customer_sync_exporter_collector_success"
+    }
+
+
+def test_serve_answers_metrics_logs_json_and_exits_0_on_sigterm(
+    tmp_path: Path, pg: EmbeddedPostgres, db_dsn: str
+) -> None:
+    config = write_config(tmp_path, dsn_template(pg, db_dsn))
+    with serving(tmp_path, config, "--no-collector.redis", "--no-collector.business",
+                 "--log.format", "json", CSE_PGPASSWORD=pg.password) as d:
+        samples = d.metrics()
+        assert success(samples) == {"synclog": 1, "postgres": 1, "disk": 1, "process": 1}
+        assert samples[("customer_sync_postgres_up", ())] == 1
+        assert any(name == "customer_sync_exporter_build_info" for name, _ in samples)
+        assert samples[("process_resident_memory_bytes", ())] > 0
+        assert stop(d) == 0
+    # Nothing listens on the port any more (SO_REUSEADDR: closed connections may linger).
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", int(d.url.rsplit(":", 1)[1])))
+    events = [json.loads(line) for line in d.stderr.splitlines() if line.strip()]
+    assert {"listening", "stopping"} <= {e["event"] for e in events}
+    assert all({"event", "level", "timestamp"} <= e.keys() for e in events)
+    assert sorted(e["collector"] for e in events if e["event"] == "collector enabled") == [
+        "disk", "postgres", "process", "synclog"]
+    assert pg.password not in d.stderr
+
+
+def test_no_collector_flag_removes_its_self_metrics_and_console_logs(
+    tmp_path: Path, pg: EmbeddedPostgres, db_dsn: str
+) -> None:
+    config = write_config(tmp_path, dsn_template(pg, db_dsn))
+    with serving(tmp_path, config, "--no-collector.synclog", "--no-collector.business",
+                 "--no-collector.redis", "--log.format", "console",
+                 CSE_PGPASSWORD=pg.password) as d:
+        samples = d.metrics()
+        assert success(samples) == {"postgres": 1, "disk": 1, "process": 1}
+        assert not [k for k in samples if ("collector", "synclog") in k[1]]
+        assert not [k for k in samples if k[0].startswith("customer_sync_synclog_")]
+        assert stop(d) == 0
+    lines = [line for line in d.stderr.splitlines() if line.strip()]
+    assert lines, "no log output"
+    console = re.compile(r"^\d{4}-\d\d-\d\dT[\d:.]+Z \[(info|warning|error|debug)\s*\] \S")
+    assert all(console.match(line) for line in lines), lines
+    assert any(re.search(r"\] listening\s.*port=\d+", line) for line in lines)
+    assert pg.password not in d.stderr
+
+
+def test_wrong_password_fails_with_auth_and_never_prints_it(
+    tmp_path: Path, pg: EmbeddedPostgres, db_dsn: str
+) -> None:
+    wrong = "Wr0ng-Passw0rd-4711"
+    dbname = db_dsn.rsplit("/", 1)[1]
+    config = write_config(tmp_path, f"postgresql://postgres:{wrong}@127.0.0.1:{pg.port}/{dbname}")
+    with serving(tmp_path, config, "--no-collector.redis", "--no-collector.business",
+                 "--no-collector.synclog", "--log.level", "debug") as d:
+        samples = d.metrics()
+        assert success(samples)["postgres"] == 0
+        assert samples[("customer_sync_exporter_collector_failure",
+                        (("collector", "postgres"), ("reason", "auth")))] == 1
+        assert requests.get(f"{d.url}/health/ready", timeout=10).status_code == 503
+        assert stop(d) == 0
+    events = [json.loads(line) for line in d.stderr.splitlines() if line.strip()]
+    assert any(e["event"] == "collector failed" and e.get("reason") == "auth" for e in events)
+    assert wrong not in d.stderr and pg.password not in d.stderr
+
+
+def parse_table(stdout: str) -> dict[str, list[str]]:
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["collector", "result", "duration", "samples", "reason"]
+    rows = {}
+    for line in lines[1:]:
+        name, state, duration, samples, *reason = line.split(None, 4)
+        rows[name] = [state, duration, samples, reason[0] if reason else ""]
+    return rows
+
+
+def test_check_prints_one_row_per_collector_and_fails_when_one_fails(
+    tmp_path: Path, pg: EmbeddedPostgres, db_dsn: str
+) -> None:
+    closed = free_port()  # nothing listens here
+    config = write_config(
+        tmp_path, dsn_template(pg, db_dsn),
+        f"  onec:\n    url: http://127.0.0.1:{closed}/hs/ping\n    password: ${{ONEC_PW}}\n"
+        "    username: exporter\n",
+    )
+    result = run("check", "--config.file", str(config), "--no-collector.redis",
+                 CSE_PGPASSWORD=pg.password, ONEC_PW="onec-Secret-99")
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = parse_table(result.stdout)
+    assert list(rows) == ["synclog", "business", "postgres", "disk", "onec", "process"]
+    for name, (state, duration, samples, reason) in rows.items():
+        assert re.fullmatch(r"\d+\.\d{3}s", duration), duration
+        assert int(samples) >= 1, name  # even the failed probe reports its *_up 0
+        if name == "onec":
+            assert state == "failed" and reason.startswith("connect: "), reason
+        else:
+            assert (state, reason) == ("ok", ""), (name, reason)
+    out = result.stdout + result.stderr
+    assert pg.password not in out and "onec-Secret-99" not in out
+
+
+def test_check_against_a_closed_database_port(tmp_path: Path, pg: EmbeddedPostgres,
+                                              db_dsn: str) -> None:
+    config = write_config(tmp_path, dsn_template(pg, db_dsn, port=free_port()))
+    result = run("check", "--config.file", str(config), "--no-collector.redis",
+                 "--no-collector.synclog", "--no-collector.business", "--no-collector.process",
+                 CSE_PGPASSWORD=pg.password)
+    assert result.returncode == 1
+    rows = parse_table(result.stdout)
+    assert list(rows) == ["postgres", "disk"]
+    assert rows["postgres"][0] == "failed" and rows["postgres"][3].startswith("connect: ")
+    assert rows["disk"][0] == "ok"
+    assert pg.password not in result.stdout + result.stderr
+
+
+def test_check_all_ok_exits_0(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "collectors:\n  synclog: {enabled: false}\n  business: {enabled: false}\n"
+        "  postgres: {enabled: false}\n  redis: {enabled: false}\n  onec: {enabled: false}\n"
+        f"  disk:\n    dirs: [{{name: here, path: '{tmp_path}'}}]\n"
+    )
+    result = run("check", "--config.file", str(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = parse_table(result.stdout)
+    assert list(rows) == ["disk", "process"]
+    assert all(state == "ok" for state, *_ in rows.values())

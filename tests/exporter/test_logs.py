@@ -1,0 +1,123 @@
+"""The log masker: configured secrets never reach a log line, whoever logs and however.
+
+Covers structlog events (any field, any value type), standard-library records from libraries
+(psycopg_pool, urllib3) including their exception tracebacks, in both output formats.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from exporter.config import iter_secrets, parse_config
+from exporter.logs import MASK, MASKER, SecretMasker, setup_logging
+
+PASSWORD = "pg-Secret-7f3a"
+TOKEN = "onec-Token-91bc"
+DSN = f"postgresql://exporter:{PASSWORD}@db.example:5432/freesport"
+
+
+class Opaque:
+    """A non-string value whose text holds a secret (a connection object's repr, say)."""
+
+    def __str__(self) -> str:
+        return f"<conn {DSN}>"
+
+
+def test_masks_every_string_and_stringified_field() -> None:
+    masker = SecretMasker([DSN, PASSWORD])
+    event = masker(None, "warning", {
+        "event": f"cannot connect with {PASSWORD}",
+        "dsn": DSN,
+        "conn": Opaque(),
+        "args": [PASSWORD, 1],
+        "attempts": 3,
+        "ratio": 0.5,
+        "ok": False,
+        "missing": None,
+    })
+    assert event == {
+        "event": f"cannot connect with {MASK}",
+        "dsn": MASK,  # longest first: the DSN as a whole, not just its password
+        "conn": f"<conn {MASK}>",
+        "args": f"['{MASK}', 1]",
+        "attempts": 3,
+        "ratio": 0.5,
+        "ok": False,
+        "missing": None,
+    }
+
+
+def test_update_replaces_the_secret_list_and_ignores_trivial_ones() -> None:
+    masker = SecretMasker(["old-secret"])
+    masker.update(["new-secret", "ab", ""])
+    assert masker.mask("old-secret new-secret ab") == f"old-secret {MASK} ab"
+
+
+@pytest.fixture
+def logging_state() -> Iterator[None]:
+    """setup_logging changes process-wide state; put it back afterwards."""
+    saved_config = structlog.get_config()
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    saved_secrets = MASKER.secrets[:]
+    yield
+    structlog.configure(**saved_config)
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    MASKER.secrets = saved_secrets
+
+
+def _log_everything() -> None:
+    log = structlog.get_logger("test")
+    log.warning("collector failed", error=f"auth failed for {DSN}", token=TOKEN)
+    try:
+        raise ConnectionError(f"server said no to password {PASSWORD}")
+    except ConnectionError:
+        log.exception("collector crashed")
+        logging.getLogger("psycopg.pool").exception("error connecting in pool")
+    logging.getLogger("urllib3.connectionpool").warning("retrying %s with token %s", DSN, TOKEN)
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_secrets_from_the_config_are_masked_in_every_log_line(
+    fmt: str, logging_state: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = parse_config(
+        "database:\n  dsn: postgresql://exporter:${PGPW}@db.example:5432/freesport\n"
+        "collectors:\n  onec:\n    url: https://1c.example/ping\n    token: ${TOK}\n",
+        "c.yaml", {"PGPW": PASSWORD, "TOK": TOKEN},
+    )
+    setup_logging("info", fmt)
+    MASKER.update(iter_secrets(config))  # what Exporter does at start
+    _log_everything()
+    err = capsys.readouterr().err
+    assert PASSWORD not in err and TOKEN not in err
+    # The lines are all there, with their tracebacks, just masked.
+    assert err.count("Traceback (most recent call last)") == 2
+    assert err.count(f"ConnectionError: server said no to password {MASK}") == 2
+    assert f"auth failed for {MASK}" in err
+    assert f"retrying {MASK} with token {MASK}" in err
+    if fmt == "json":
+        events = [json.loads(line) for line in err.splitlines()]
+        assert [e["event"] for e in events] == [
+            "collector failed", "collector crashed", "error connecting in pool",
+            f"retrying {MASK} with token {MASK}",
+        ]
+        assert events[0]["token"] == MASK
+        assert events[2]["logger"] == "psycopg.pool"
+
+
+def test_without_the_masker_the_same_lines_would_leak(
+    logging_state: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Control: the secrets really are in what is logged, so the test above can fail."""
+    setup_logging("info", "json")
+    MASKER.update([])
+    _log_everything()
+    err = capsys.readouterr().err
+    assert err.count(PASSWORD) >= 4 and err.count(TOKEN) == 2
