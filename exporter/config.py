@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -573,6 +574,17 @@ def iter_secrets(config: Config) -> Iterator[str]:
 
 
 def _dsn_passwords(value: str) -> Iterator[str]:
+    """The password inside a URL (as written and percent-decoded) or a key=value DSN."""
     match = re.match(r"^[a-z]+://[^:/@]*:([^@]+)@", value)
     if match:
         yield match.group(1)
+        yield urllib.parse.unquote(match.group(1))
+    elif "password" in value:
+        from psycopg.conninfo import conninfo_to_dict
+
+        try:
+            password = conninfo_to_dict(value).get("password")
+        except Exception:
+            return
+        if isinstance(password, str) and password:
+            yield password

@@ -121,3 +121,17 @@ def test_without_the_masker_the_same_lines_would_leak(
     _log_everything()
     err = capsys.readouterr().err
     assert err.count(PASSWORD) >= 4 and err.count(TOKEN) == 2
+
+
+@pytest.mark.parametrize(
+    ("dsn", "password"),
+    [("postgresql://exporter:p%40ss-word-1@db:5432/freesport", "p@ss-word-1"),
+     ("host=db port=5432 dbname=freesport user=exporter password=kv-pass-2", "kv-pass-2"),
+     ("host=db dbname=freesport password='quoted pass 3'", "quoted pass 3")],
+)
+def test_the_password_inside_any_dsn_form_is_masked(dsn: str, password: str) -> None:
+    config = parse_config(f"database:\n  dsn: \"{dsn}\"\ncollectors:\n  onec:\n"
+                          "    enabled: false\n", "c.yaml", {})
+    masker = SecretMasker(iter_secrets(config))
+    # A library message quoting only the password (decoded) is masked too.
+    assert masker.mask(f"auth failed, password {password!r}") == f"auth failed, password '{MASK}'"
