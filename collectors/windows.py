@@ -11,7 +11,7 @@ tuples (``-1`` for NULL) and keep their own aggregates.
 from __future__ import annotations
 
 from array import array
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
@@ -93,16 +93,24 @@ class RowStore:
             return
         ordered = sorted(rows)
         tail = self._chunks[-1] if self._chunks else None
-        if tail is None or not tail.ts or ordered[0][0] < tail.ts[-1]:
-            for row in ordered:
-                self.insert(row)
-            return
+        if tail is None or not tail.ts:
+            tail = _Chunk()
+            self._chunks[-1:] = [tail]
+            self._firsts[-1:] = [ordered[0][0]]
+        # Rows older than the newest stored one go in one by one; the rest are appended.
+        split = bisect_left([r[0] for r in ordered], tail.ts[-1]) if tail.ts else 0
+        for row in ordered[:split]:
+            self.insert(row)
+        ordered = ordered[split:]
+        tail = self._chunks[-1]
         for start in range(0, len(ordered), _CHUNK):
             if len(tail.ts) >= 2 * _CHUNK:
                 tail = _Chunk()
                 self._chunks.append(tail)
                 self._firsts.append(ordered[start][0])
             part = ordered[start : start + _CHUNK]
+            if not tail.ts:
+                self._firsts[-1] = part[0][0]
             tail.ts.extend(r[0] for r in part)
             tail.code.extend(r[1] for r in part)
             tail.dur.extend(r[2] for r in part)
@@ -110,18 +118,20 @@ class RowStore:
 
     def range(self, lo: int, hi: int) -> list[Row]:
         """Rows with ``lo < ts <= hi``."""
-        out: list[Row] = []
+        return [row for batch in self.batches(lo, hi) for row in batch]
+
+    def batches(self, lo: int, hi: int) -> Iterator[list[Row]]:
+        """Rows with ``lo < ts <= hi``, a chunk at a time, so a whole window is never a list."""
         if hi <= lo or not self._chunks:
-            return out
+            return
         k = max(0, bisect_right(self._firsts, lo) - 1)
         while k < len(self._chunks) and self._firsts[k] <= hi:
             chunk = self._chunks[k]
             a = bisect_right(chunk.ts, lo)
             b = bisect_right(chunk.ts, hi)
             if a < b:
-                out.extend(chunk.rows(a, b))
+                yield list(chunk.rows(a, b))
             k += 1
-        return out
 
     def drop_through(self, ts: int) -> None:
         """Forget rows with timestamp ``<= ts``: no window will ever hold them again."""
@@ -172,16 +182,15 @@ class SlidingWindows:
             return
         for i, length in enumerate(self.lengths):
             if last is None:
-                entering = self.store.range(now - length, now)
+                entering = self.store.batches(now - length, now)
             else:
-                leaving = self.store.range(last - length, min(last, now - length))
-                if leaving:
+                for leaving in self.store.batches(last - length, min(last, now - length)):
                     for c in self.consumers:
                         c.leave(i, leaving)
-                entering = self.store.range(max(last, now - length), now)
-            if entering:
+                entering = self.store.batches(max(last, now - length), now)
+            for batch in entering:
                 for c in self.consumers:
-                    c.enter(i, entering)
+                    c.enter(i, batch)
         self.now = now
         self.store.drop_through(now - self.longest)
 
