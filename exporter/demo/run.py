@@ -34,8 +34,10 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import structlog
 
@@ -328,48 +330,143 @@ def _port_or_free(preferred: int) -> int:
             return free_port()
 
 
-def start_prometheus_stack(
-    data_dir: Path, exporter_target: str
-) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
-    """Prometheus (and Alertmanager when its config exists) on loopback; returns processes and
-    the lines to print."""
-    procs: list[subprocess.Popen[bytes]] = []
+class AlertSink:
+    """Where the demo's Alertmanager delivers: a loopback stand-in for both the webhook receiver
+    and the Telegram Bot API (neither can be reached from here). Each notification becomes a
+    line in ``received.log`` and in the demo's own log."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+        self.count = 0
+        self._lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    payload = json.loads(body or b"{}")
+                except ValueError:
+                    payload = {}
+                answer = sink.receive(self.path, payload)
+                data = json.dumps(answer).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="demo-alert-sink", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> AlertSink:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self._thread.join(timeout=5)
+
+    def receive(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self.count += 1
+            n = self.count
+        if path.endswith("/sendMessage"):
+            text = str(payload.get("text", ""))
+            line = f"telegram: {' '.join(text.split())[:300]}"
+            answer: dict[str, Any] = {"ok": True, "result": {
+                "message_id": n, "date": int(time.time()), "text": text,
+                "chat": {"id": payload.get("chat_id", 0), "type": "private"}}}
+        else:
+            names = sorted({a.get("labels", {}).get("alertname", "?")
+                            for a in payload.get("alerts", [])})
+            line = f"webhook {payload.get('receiver', '?')} {payload.get('status', '?')}: " + (
+                ", ".join(names))
+            answer = {}
+        log.info("alert notification", notification=line)
+        with self._lock, self.record.open("a", encoding="utf-8") as out:
+            out.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+        return answer
+
+
+def _alertmanager_config(folder: Path, sink: AlertSink) -> Path:
+    """Render the repository's template with alertmanager/render-config, pointed at the sink."""
+    out = folder / "alertmanager.yml"
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"TELEGRAM_BOT_TOKEN_FILE", "TELEGRAM_CHAT_ID_FILE", "WEBHOOK_URL_FILE"}}
+    env.update({
+        "TELEGRAM_BOT_TOKEN": "123456:demo-token", "TELEGRAM_CHAT_ID": "1",
+        "WEBHOOK_URL": f"{sink.url}/webhook", "TELEGRAM_API_URL": sink.url,
+        "ALERTMANAGER_CONFIG_OUT": str(out),
+    })
+    done = subprocess.run(
+        ["sh", str(REPO_ROOT / "alertmanager" / "render-config"), "--render-only"],
+        env=env, capture_output=True, text=True, timeout=30,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip() or f"render-config exited {done.returncode}")
+    return out
+
+
+def start_prometheus_stack(stack: DemoStack, exporter_target: str) -> list[str]:
+    """Prometheus with the repository's rules and, when its config renders, Alertmanager
+    delivering to a local sink; registers what it starts with ``stack``. Returns lines to print."""
+    data_dir = stack.data_dir
     lines: list[str] = []
     prometheus = shutil.which("prometheus")
     alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-    am_config = REPO_ROOT / "alertmanager" / "alertmanager.yml"
     am_port: int | None = None
-    if alertmanager and am_config.exists():
-        am_port = _port_or_free(9093)
-        am_dir = data_dir / "alertmanager"
-        am_dir.mkdir(parents=True, exist_ok=True)
-        procs.append(subprocess.Popen(
-            [alertmanager, f"--config.file={am_config}", f"--storage.path={am_dir}",
-             f"--web.listen-address=127.0.0.1:{am_port}",
-             "--cluster.listen-address="],  # no gossip port for a single demo instance
-            stdout=subprocess.DEVNULL, stderr=(am_dir / "alertmanager.log").open("ab"),
-            start_new_session=True,
-        ))
-        lines.append(f"  Alertmanager:  http://localhost:{am_port}/")
-    elif alertmanager is None:
+    am_dir = data_dir / "alertmanager"
+    if alertmanager is None:
         lines.append("  Alertmanager:  not started (no prometheus-alertmanager binary)")
+    elif not (REPO_ROOT / "alertmanager" / "render-config").exists():
+        lines.append("  Alertmanager:  not started (alertmanager/render-config is missing)")
     else:
-        lines.append(f"  Alertmanager:  not started ({am_config} does not exist)")
-    config = _prometheus_config(data_dir, exporter_target, am_port)
-    if prometheus and config is not None:
+        am_dir.mkdir(parents=True, exist_ok=True)
+        sink = AlertSink(am_dir / "received.log").start()
+        stack.started("alert-sink", sink.stop)
+        try:
+            config = _alertmanager_config(am_dir, sink)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            lines.append(f"  Alertmanager:  not started (render-config: {exc})")
+        else:
+            am_port = _port_or_free(9093)
+            with (am_dir / "alertmanager.log").open("ab") as err:
+                proc = subprocess.Popen(
+                    [alertmanager, f"--config.file={config}", f"--storage.path={am_dir}",
+                     f"--web.listen-address=127.0.0.1:{am_port}",
+                     "--cluster.listen-address="],  # no gossip port for one demo instance
+                    stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+                )
+            stack.started("alertmanager", functools.partial(_end, proc))
+            lines.append(f"  Alertmanager:  http://localhost:{am_port}/"
+                         f" (notifications land in {am_dir / 'received.log'})")
+    config_file = _prometheus_config(data_dir, exporter_target, am_port)
+    if prometheus and config_file is not None:
         port = _port_or_free(9090)
-        store = data_dir / "prometheus" / "data"
-        procs.append(subprocess.Popen(
-            [prometheus, f"--config.file={config}", f"--storage.tsdb.path={store}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=subprocess.DEVNULL,
-            stderr=(data_dir / "prometheus" / "prometheus.log").open("ab"),
-            start_new_session=True,
-        ))
+        with (data_dir / "prometheus" / "prometheus.log").open("ab") as err:
+            proc = subprocess.Popen(
+                [prometheus, f"--config.file={config_file}",
+                 f"--storage.tsdb.path={data_dir / 'prometheus' / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{port}"],
+                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True,
+            )
+        stack.started("prometheus", functools.partial(_end, proc))
         lines.append(f"  Prometheus:    http://localhost:{port}/alerts")
     else:
         lines.append("  Prometheus:    not started (no prometheus binary or prometheus.yml)")
-    return procs, lines
+    return lines
 
 
 # --- the stack ---------------------------------------------------------------------------------
@@ -529,9 +626,7 @@ def _run(args: argparse.Namespace, stack: DemoStack, stop: threading.Event) -> i
 
     lines: list[str] = []
     if args.with_prometheus:
-        procs, lines = start_prometheus_stack(data_dir, f"127.0.0.1:{exporter.port}")
-        for proc in procs:
-            stack.started("prometheus-stack", functools.partial(_end, proc))
+        lines = start_prometheus_stack(stack, f"127.0.0.1:{exporter.port}")
 
     keep = "deleted on exit" if stack.temporary else "kept: the next run continues from it"
     print("\n".join([

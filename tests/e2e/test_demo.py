@@ -32,9 +32,12 @@ from exporter.demo.redis import RedisServer
 from exporter.demo.run import (
     CELERY_TASKS,
     SLOW_KEY,
+    AlertSink,
     CeleryTraffic,
     ImportProcesses,
     LogFolder,
+    _alertmanager_config,
+    _prometheus_config,
     build_config,
     outage_switch,
 )
@@ -308,3 +311,44 @@ def test_demo_config_enables_every_collector_and_hides_secrets(tmp_path: Path) -
     for secret in ("pg-pass-456", "redis-pass-789", "onec-pass-123"):
         assert secret not in shown
     assert os.fspath(tmp_path) in shown
+
+
+def test_alert_sink_answers_like_telegram_and_a_webhook_receiver(tmp_path: Path) -> None:
+    sink = AlertSink(tmp_path / "received.log").start()
+    try:
+        answer = requests.post(f"{sink.url}/bot123456:demo-token/sendMessage", timeout=5,
+                               json={"chat_id": 1, "text": "🔥 CustomerSyncOneCDown\nfiring"})
+        assert answer.status_code == 200
+        body = answer.json()
+        assert body["ok"] is True and body["result"]["chat"]["id"] == 1
+        webhook = {"receiver": "page", "status": "firing", "alerts": [
+            {"labels": {"alertname": "CustomerSyncOneCDown"}},
+            {"labels": {"alertname": "CustomerSyncImportFailing"}}]}
+        assert requests.post(f"{sink.url}/webhook", json=webhook, timeout=5).status_code == 200
+    finally:
+        sink.stop()
+    lines = (tmp_path / "received.log").read_text(encoding="utf-8").splitlines()
+    assert lines[0].endswith("telegram: 🔥 CustomerSyncOneCDown firing")
+    assert lines[1].endswith("webhook page firing: CustomerSyncImportFailing, CustomerSyncOneCDown")
+
+
+def test_demo_prometheus_and_alertmanager_configs_are_valid(tmp_path: Path) -> None:
+    promtool, amtool = require_binary("promtool"), require_binary("amtool")
+    sink = AlertSink(tmp_path / "received.log")
+    config = _alertmanager_config(tmp_path / "am", sink)
+    sink.server.server_close()  # only its address was needed
+    text = config.read_text()
+    assert sink.url in text and config.stat().st_mode & 0o077 == 0
+    check = subprocess.run([amtool, "check-config", str(config)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    routes = subprocess.run([amtool, "config", "routes", "test", f"--config.file={config}",
+                             "--verify.receivers=page", "severity=critical"],
+                            capture_output=True, text=True)
+    assert routes.returncode == 0, routes.stdout + routes.stderr
+    prometheus = _prometheus_config(tmp_path, "127.0.0.1:19999", 19093)
+    assert prometheus is not None
+    check = subprocess.run([promtool, "check", "config", str(prometheus)],
+                           capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    rendered = prometheus.read_text()
+    assert "127.0.0.1:19999" in rendered and "127.0.0.1:19093" in rendered
