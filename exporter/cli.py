@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(serve)
     _add_listen(serve)
 
-    check_config = sub.add_parser("check-config", help="validate a config file and exit")
-    check_config.add_argument("file")
+    check_config = sub.add_parser("check-config", help="validate config files and exit")
+    check_config.add_argument("file", nargs="+", help="config file(s); exit 1 if any is invalid")
 
     check = sub.add_parser("check", help="run every collector once and print a table")
     _add_common(check)
@@ -87,14 +87,17 @@ def load_or_exit(args: argparse.Namespace) -> Config | None:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.file)
-    except ConfigError as exc:
-        for line in exc.errors:
-            print(line, file=sys.stderr)
-        return 1
-    print(f"{args.file}: ok; collectors enabled: {', '.join(config.collectors.enabled_names())}")
-    return 0
+    failed = 0
+    for path in args.file:
+        try:
+            config = load_config(path)
+        except ConfigError as exc:
+            for line in exc.errors:
+                print(line, file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{path}: ok; collectors enabled: {', '.join(config.collectors.enabled_names())}")
+    return 1 if failed else 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

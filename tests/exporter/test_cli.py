@@ -32,10 +32,11 @@ BAD = ROOT / "tests" / "fixtures" / "config" / "bad"
 GOOD = ROOT / "tests" / "fixtures" / "config" / "good"
 EXE = Path(sys.executable).parent / "customer-sync-exporter"
 BAD_NAMES = sorted(p.stem for p in BAD.glob("*.yaml"))
-# serve shares the loader with check-config; these cover each stage that can fail (YAML, env,
-# secret file, field, cross-section, list element, several at once).
-SERVE_BAD = ["yaml_syntax", "env_var_unset", "secret_file_unreadable", "dsn_invalid",
-             "database_missing", "list_element_type", "several_problems"]
+# Each of these also gets its own check-config and serve process (each costs ~0.3 s of CPU, so
+# not all of them): they cover each stage that can fail (YAML, env, secret file, field,
+# cross-section, list element, several at once). Every fixture goes through one multi-file run.
+SINGLE = ["yaml_syntax", "env_var_unset", "secret_file_unreadable", "dsn_invalid",
+          "database_missing", "list_element_type", "several_problems"]
 FIXTURE_SECRETS = ("S3cretDsnPw", "S3cretOneCPw", "S3cretRedisPw", "98765432123456789")
 
 
@@ -52,7 +53,21 @@ def run(*args: str, cwd: Path = ROOT, timeout: float = 60, **extra: str) -> subp
                           text=True, timeout=timeout)
 
 
+def expected_lines(name: str) -> list[str]:
+    return (BAD / f"{name}.expected").read_text(encoding="utf-8").splitlines()
+
+
 # --- bad and good config files -----------------------------------------------------------------
+
+
+def test_check_config_on_every_bad_fixture_prints_each_located_error() -> None:
+    result = run("check-config", *(f"{n}.yaml" for n in BAD_NAMES), cwd=BAD,
+                 ONEC_PASSWORD="S3cretOneCPw")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [line for n in BAD_NAMES for line in expected_lines(n)]
+    for secret in FIXTURE_SECRETS:
+        assert secret not in result.stderr
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +80,9 @@ def held_port() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def bad_runs(held_port: int) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
-    """``check-config`` and ``serve`` on every bad fixture, four processes at a time."""
-    jobs = [("check-config", name) for name in BAD_NAMES] + [("serve", n) for n in SERVE_BAD]
+def single_runs(held_port: int) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
+    """``check-config`` and ``serve`` on each of SINGLE, four processes at a time."""
+    jobs = [(cmd, name) for name in SINGLE for cmd in ("check-config", "serve")]
 
     def one(job: tuple[str, str]) -> subprocess.CompletedProcess[str]:
         cmd, name = job
@@ -80,20 +95,31 @@ def bad_runs(held_port: int) -> dict[tuple[str, str], subprocess.CompletedProces
         return dict(zip(jobs, pool.map(one, jobs), strict=True))
 
 
-@pytest.mark.parametrize(
-    ("cmd", "name"),
-    [("check-config", n) for n in BAD_NAMES] + [("serve", n) for n in SERVE_BAD],
-)
-def test_bad_config_prints_located_errors_and_exits_1(
-    bad_runs: dict[tuple[str, str], subprocess.CompletedProcess[str]], name: str, cmd: str
+@pytest.mark.parametrize("cmd", ["check-config", "serve"])
+@pytest.mark.parametrize("name", SINGLE)
+def test_bad_config_alone_prints_its_errors_and_exits_1(
+    single_runs: dict[tuple[str, str], subprocess.CompletedProcess[str]], name: str, cmd: str
 ) -> None:
-    result = bad_runs[(cmd, name)]
-    expected = (BAD / f"{name}.expected").read_text(encoding="utf-8").splitlines()
+    result = single_runs[(cmd, name)]
     assert result.returncode == 1
-    assert result.stderr.splitlines() == expected  # nothing else: no bind, no traceback
+    assert result.stderr.splitlines() == expected_lines(name)  # nothing else: no bind, no trace
     assert result.stdout == ""
     for secret in FIXTURE_SECRETS:
         assert secret not in result.stderr
+
+
+def test_check_config_reports_good_and_bad_files_together() -> None:
+    result = run("check-config", str(GOOD / "minimal.yaml"), str(BAD / "duplicate_key.yaml"),
+                 str(GOOD / "no_database.yaml"))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{GOOD / 'minimal.yaml'}: ok; collectors enabled: "
+        "synclog, business, postgres, redis, disk, process",
+        f"{GOOD / 'no_database.yaml'}: ok; collectors enabled: redis, disk, onec, process",
+    ]
+    assert result.stderr.splitlines() == [
+        f"{BAD}/{line}" for line in expected_lines("duplicate_key")
+    ]
 
 
 @pytest.mark.parametrize(
