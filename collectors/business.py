@@ -97,10 +97,10 @@ class DistinctCustomers(WindowConsumer):
         self.customers: list[Counter[int]] = [Counter() for _ in range(self.n_windows)]
 
     def enter(self, window: int, rows: Sequence[Row]) -> None:
-        success, customers = self.success_code(), self.customers[window]
-        for _, code, _, customer in rows:
-            if customer >= 0 and code & 0xFFFF == success:
-                customers[customer] += 1
+        success = self.success_code()
+        self.customers[window].update(
+            r[3] for r in rows if r[3] >= 0 and r[1] & 0xFFFF == success
+        )
 
     def leave(self, window: int, rows: Sequence[Row]) -> None:
         success, customers = self.success_code(), self.customers[window]

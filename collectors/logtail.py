@@ -131,15 +131,24 @@ _INFO = (
     " pg_snapshot_xmax(pg_current_snapshot())::text::int8,"
     " (SELECT max(id) FROM {table})"
 )
-# One pass: old rows collapse into a few groups, recent rows (by time, or among the last ids)
-# stay individual because their id is part of the grouping key.
+# One pass, two grouping sets: every row is counted into a few label groups (cumulative
+# counters), and recent rows (by time, or among the last ids) also come back one by one, in time
+# order, with just what the windows need.
 _WARMUP = (
-    "SELECT operation_type, status, " + _BUCKET + " AS bucket, " + _DETAILS + ","
-    " count(*), coalesce(sum(duration_ms), 0)::int8, max(" + _TS + "),"
-    " CASE WHEN created_at > %(cutoff)s OR id > %(id_floor)s THEN id END AS recent_id,"
-    " max(duration_ms), max(customer_id)"
-    " FROM {table} WHERE id <= %(hi)s"
-    " GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, recent_id"
+    "SELECT GROUPING(recent_id) = 1, operation_type, status, bucket, cs, es, sm, fd, im,"
+    " count(*), coalesce(sum(duration_ms), 0)::int8, max(ts_us),"
+    " recent_id, recent_ts, recent_dur, recent_customer"
+    " FROM (SELECT operation_type, status, duration_ms, ts_us, " + _BUCKET + " AS bucket,"
+    "  " + _DETAILS.replace("END,", "END AS {},").format("cs", "es", "sm", "fd") + " AS im,"
+    "  CASE WHEN recent THEN id END AS recent_id, CASE WHEN recent THEN ts_us END AS recent_ts,"
+    "  CASE WHEN recent THEN duration_ms END AS recent_dur,"
+    "  CASE WHEN recent THEN customer_id END AS recent_customer"
+    "  FROM (SELECT *, " + _TS + " AS ts_us,"
+    "        created_at > %(cutoff)s OR id > %(id_floor)s AS recent"
+    "        FROM {table} WHERE id <= %(hi)s) AS r) AS s"
+    " GROUP BY GROUPING SETS ((operation_type, status, bucket, cs, es, sm, fd, im),"
+    "  (recent_id, operation_type, status, recent_ts, recent_dur, recent_customer))"
+    " ORDER BY recent_ts NULLS FIRST"
 )
 
 
@@ -258,13 +267,17 @@ class LogTail:
                         groups: list[Group] = []
                         recent: list[WindowRow] = []
                         for rec in batch:
-                            group = self._group(rec[:8], rec[8], rec[9], rec[10])
-                            groups.append(group)
-                            recent_id = rec[11]
-                            if recent_id is not None:
-                                if recent_id > id_floor:
-                                    seen.add(recent_id)
-                                recent.append(self._window_row(group, rec[12], rec[13]))
+                            if rec[0]:  # the label groups
+                                groups.append(self._group(rec[1:9], rec[9], rec[10], rec[11]))
+                                continue
+                            recent_id = rec[12]
+                            if recent_id is None:
+                                continue  # old rows, already counted in the label groups
+                            if recent_id > id_floor:
+                                seen.add(recent_id)
+                            code = pack(self.ops.code(rec[1]), self.statuses.code(rec[2]))
+                            recent.append((rec[13], code, -1 if rec[14] is None else rec[14],
+                                           -1 if rec[15] is None else rec[15]))
                         with self.lock:
                             self._deliver(groups, recent)
                             self.stats.rows_read += sum(g.rows for g in groups)

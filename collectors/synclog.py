@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 
 from prometheus_client.core import (
@@ -96,9 +96,10 @@ class SyncWindowStats(WindowConsumer):
 
     def enter(self, window: int, rows: Sequence[Row]) -> None:
         counts = self.counts[window]
+        for code, n in Counter(r[1] for r in rows).items():
+            counts[code] += n
         by_op: dict[int, list[int]] = defaultdict(list)
         for _, code, dur, _ in rows:
-            counts[code] += 1
             if dur >= 0:
                 by_op[code >> 16].append(dur)
         durations, sums = self.durations[window], self.duration_sums[window]
