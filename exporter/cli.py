@@ -32,6 +32,16 @@ def _add_listen(p: argparse.ArgumentParser) -> None:
                    help=f"address to serve /metrics on (default: {DEFAULT_LISTEN})")
 
 
+def _add_web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--web.config.file", dest="web_config_file", default=None,
+                   help="exporter-toolkit web config (TLS, client certificates, basic auth, "
+                        "headers); re-read when it or its certificate files change")
+    p.add_argument("--web.health-without-auth", dest="health_without_auth",
+                   action="store_true",
+                   help="serve /health/live and /health/ready without basic auth, client "
+                        "certificate or rate limit (for container probes)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="customer-sync-exporter",
@@ -43,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the exporter daemon (the default)")
     _add_common(serve)
     _add_listen(serve)
+    _add_web(serve)
 
     check_config = sub.add_parser("check-config", help="validate config files and exit")
     check_config.add_argument("file", nargs="+", help="config file(s); exit 1 if any is invalid")
@@ -107,16 +118,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = load_or_exit(args)
     if config is None:
         return 1
-    from exporter.service import Exporter, wait_for_signal  # heavy: only for a valid config
+    from exporter.reload import ConfigWatcher
+    from exporter.service import Exporter, Signals  # heavy: only for a valid config
+    from exporter.webconfig import WebConfigError
 
+    signals = Signals()  # before start: a SIGTERM during start-up still exits cleanly
     try:
-        exporter = Exporter(config, args.listen_address).start()
+        exporter = Exporter(config, args.listen_address, web_config_file=args.web_config_file,
+                            health_without_auth=args.health_without_auth).start()
+    except WebConfigError as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        return 1
     except (OSError, ValueError) as exc:
         print(f"cannot listen on {args.listen_address}: {exc}", file=sys.stderr)
         return 1
+    overrides = _overrides(args)
+    watcher = ConfigWatcher(
+        args.config_file,
+        prepare=lambda c: c.with_collectors(overrides) if overrides else c,
+        apply=exporter.apply,
+        status=exporter.reload_status,
+    ).start()
+    signals.on_hup = watcher.request_reload
     try:
-        wait_for_signal()
+        signals.wait()
     finally:
+        watcher.stop()
         exporter.stop()
     return 0
 

@@ -19,6 +19,10 @@ class SecretMasker:
         self.secrets: list[str] = []
         self.update(secrets)
 
+    def add(self, secrets: Iterable[str]) -> None:
+        """Mask these too; a replaced config's secrets stay masked."""
+        self.update([*self.secrets, *secrets])
+
     def update(self, secrets: Iterable[str]) -> None:
         # Longest first, so a DSN is masked whole before the password inside it.
         self.secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)

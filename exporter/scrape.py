@@ -13,7 +13,7 @@ import gzip
 import platform
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -106,7 +106,9 @@ class Scraper:
         *,
         offset: float = HEADER_OFFSET_SECONDS,
         process_collector: bool = True,
+        extra: Callable[[], list[Metric]] | None = None,
     ) -> None:
+        """``extra`` adds families that are not a collector's (the config reload status)."""
         self.scrape_timeout = scrape_timeout
         self.offset = offset
         self._runners = {c.name: _Runner(c) for c in collectors}
@@ -116,6 +118,7 @@ class Scraper:
             max_workers=max(4, 2 * len(self._runners)), thread_name_prefix="collect"
         )
         self._process = ProcessCollector(registry=None) if process_collector else None
+        self._extra = extra
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
 
@@ -182,6 +185,8 @@ class Scraper:
         for result in results:
             families.extend(result.families)
         families.extend(self._self_metrics(results))
+        if self._extra is not None:
+            families.extend(self._extra())
         if self._process is not None:
             families.extend(self._process.collect())
         return families

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
@@ -15,6 +16,7 @@ from exporter.config import DB_COLLECTORS, Config
 from exporter.db import Database
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.logs import MASKER
+from exporter.reload import ReloadStatus
 from exporter.scrape import Scraper
 
 log = structlog.get_logger(__name__)
@@ -79,18 +81,46 @@ class Exporter:
 
     config: Config
     listen_address: str
-    db: Database | None = None
+    web_config_file: str | None = None
+    health_without_auth: bool = False
+    reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+    db: Database | None = field(init=False, default=None)
     scraper: Scraper = field(init=False)
     server: Any = field(init=False)
 
     def __post_init__(self) -> None:
-        MASKER.update(_secrets(self.config))
-        if self.config.database is not None:
-            self.db = Database(self.config.database)
-        self.scraper = Scraper(build_collectors(self.config, self.db), self.config.scrape_timeout)
-        app = ExporterApp(self.scraper, required_collectors(self.config))
-        self.server = make_http_server(self.listen_address, app)
+        self.db, self.scraper = self._build(self.config)
+        self.app = ExporterApp(self.scraper, required_collectors(self.config))
+        try:
+            self.server = make_http_server(
+                self.listen_address, self.app, web_config_file=self.web_config_file,
+                health_without_auth=self.health_without_auth,
+            )
+        except BaseException:
+            self._close(self.db, self.scraper)
+            raise
         self._thread: threading.Thread | None = None
+
+    def _build(self, config: Config) -> tuple[Database | None, Scraper]:
+        MASKER.add(_secrets(config))
+        db = Database(config.database) if config.database is not None else None
+        scraper = Scraper(build_collectors(config, db), config.scrape_timeout,
+                          extra=self.reload_status.families)
+        return db, scraper
+
+    def apply(self, config: Config) -> None:
+        """Swap in a new config: new collectors and pool; the HTTP server keeps serving."""
+        db, scraper = self._build(config)
+        old = (self.db, self.scraper)
+        self.app.scraper, self.app.required = scraper, set(required_collectors(config))
+        self.config, self.db, self.scraper = config, db, scraper
+        self._close(*old)
+
+    @staticmethod
+    def _close(db: Database | None, scraper: Scraper) -> None:
+        scraper.close()
+        if db is not None:
+            db.close()
 
     @property
     def port(self) -> int:
@@ -100,16 +130,15 @@ class Exporter:
         for name in self.scraper.collector_names:
             log.info("collector enabled", collector=name)
         self._thread = serve_in_thread(self.server)
-        log.info("listening", address=self.listen_address, port=self.port)
+        log.info("listening", address=self.listen_address, port=self.port,
+                 tls=self.server.tls_enabled, web_config=self.web_config_file)
         return self
 
     def stop(self) -> None:
         if self._thread is not None:  # shutdown() waits for serve_forever, which never ran
             self.server.shutdown()
         self.server.server_close()
-        self.scraper.close()
-        if self.db is not None:
-            self.db.close()
+        self._close(self.db, self.scraper)
 
 
 def _secrets(config: Config) -> list[str]:
@@ -118,14 +147,20 @@ def _secrets(config: Config) -> list[str]:
     return list(iter_secrets(config))
 
 
-def wait_for_signal() -> None:
-    """Block until SIGINT or SIGTERM."""
-    stop = threading.Event()
+class Signals:
+    """SIGINT/SIGTERM stop, SIGHUP reloads; installed before start-up so no signal is lost."""
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.on_hup: Callable[[], None] = lambda: None
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, lambda _s, _f: self.on_hup())
+
+    def _stop(self, signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
-        stop.set()
+        self.stop.set()
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    stop.wait()
+    def wait(self) -> None:
+        self.stop.wait()
+
