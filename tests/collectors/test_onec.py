@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 
 from collectors.disk import DiskCollector
@@ -25,7 +23,7 @@ from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DiskConfig, LogDirConfig, OneCConfig
 from exporter.demo.onec import Mode, OneCStandIn
 from exporter.scrape import Scraper
-from tests.conftest import require_binary
+from tests.exposition import promtool_problems, samples, value
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -119,15 +117,6 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
 # --- helpers ----------------------------------------------------------------------------------
 
 
-def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
-    return {
-        tuple(s.labels.values()): s.value for f in families for s in f.samples if s.name == name
-    }
-
-
-def value(families: list[Metric], name: str) -> float:
-    (only,) = samples(families, name).values()
-    return only
 
 
 def phases(families: list[Metric]) -> dict[str, float]:
@@ -149,20 +138,6 @@ def run(collector: OneCCollector, deadline: float = 3.0) -> tuple[list[Metric], 
     except CollectorError as exc:
         return exc.partial, exc.reason, exc.message
 
-
-def promtool_problems(families: list[Metric]) -> str:
-    """What ``promtool check metrics`` says about these families ('' when clean)."""
-    promtool = require_binary("promtool")
-
-    class Fixed:
-        def collect(self) -> list[Metric]:
-            return families
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Fixed())  # type: ignore[arg-type]
-    text = generate_latest(registry)
-    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
-    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).decode()
 
 
 @pytest.fixture

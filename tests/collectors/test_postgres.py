@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import Metric
 from pydantic import SecretStr
 
 from collectors.postgres import OTHER_APPLICATION, STATES, PostgresCollector
@@ -21,34 +17,8 @@ from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, PostgresConfig
 from exporter.db import Database
 from exporter.demo.postgres import EmbeddedPostgres
-from tests.conftest import require_binary
-
-
-def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
-    """Every sample of ``name`` keyed by its label values."""
-    return {
-        tuple(s.labels.values()): s.value for f in families for s in f.samples if s.name == name
-    }
-
-
-def value(families: list[Metric], name: str) -> float:
-    (only,) = samples(families, name).values()
-    return only
-
-
-def promtool_problems(families: list[Metric]) -> str:
-    """What ``promtool check metrics`` says about these families ('' when clean)."""
-    promtool = require_binary("promtool")
-
-    class Fixed:
-        def collect(self) -> list[Metric]:
-            return families
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Fixed())  # type: ignore[arg-type]
-    text = generate_latest(registry)
-    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
-    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).decode()
+from tests.conftest import server_dir
+from tests.exposition import promtool_problems, samples, value
 
 
 @pytest.fixture
@@ -261,9 +231,9 @@ def test_exhausted_pool_reports_waiters_and_times_out(db: Database) -> None:
     assert promtool_problems(partial) == ""
 
 
-def test_usable_connections_and_kill_and_recovery(tmp_path: Path) -> None:
+def test_usable_connections_and_kill_and_recovery() -> None:
     server = EmbeddedPostgres(
-        tmp_path / "pg",
+        server_dir("usable"),
         settings={
             "max_connections": "40",
             "superuser_reserved_connections": "2",

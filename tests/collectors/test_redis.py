@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 import uuid
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 import redis
 from kombu import Connection, Exchange, Queue
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from pydantic import SecretStr
 
@@ -25,36 +23,13 @@ from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DiskConfig, LogDirConfig, ProcessConfig, RedisConfig
 from exporter.demo.redis import RedisServer
 from exporter.scrape import Scraper
-from tests.conftest import require_binary
+from tests.exposition import promtool_problems, samples, value
 
 # Written out here rather than imported, so a wrong separator in the collector fails the test.
 PRIORITY_SEP = "\x06\x16"
 
 
-def samples(families: list[Metric], name: str) -> dict[tuple[str, ...], float]:
-    return {
-        tuple(s.labels.values()): s.value for f in families for s in f.samples if s.name == name
-    }
 
-
-def value(families: list[Metric], name: str) -> float:
-    (only,) = samples(families, name).values()
-    return only
-
-
-def promtool_problems(families: list[Metric]) -> str:
-    """What ``promtool check metrics`` says about these families ('' when clean)."""
-    promtool = require_binary("promtool")
-
-    class Fixed:
-        def collect(self) -> list[Metric]:
-            return families
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(Fixed())  # type: ignore[arg-type]
-    text = generate_latest(registry)
-    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True)
-    return "" if proc.returncode == 0 else (proc.stdout + proc.stderr).decode()
 
 
 @pytest.fixture
