@@ -16,8 +16,10 @@ The hard cases:
 * **Start-up.** One pass over the table in a repeatable-read snapshot: aggregates for old rows,
   individual rows for the recent ones (the longest window, plus the last ``GAP_SCAN_IDS`` ids so
   gaps left by transactions in flight during the pass are known).
-* **Truncate or restore.** If ``max(id)`` goes below our cursor the table was replaced:
-  everything is re-read from scratch (counters reset, which Prometheus handles).
+* **Truncate or restore.** If ``max(id)`` goes below our cursor, or the table's storage
+  (``pg_relation_filenode``) changes, the table was replaced: everything is re-read from scratch
+  (counters reset, which Prometheus handles). The file node catches a TRUNCATE followed by new
+  rows before our next poll, when ids kept growing (no RESTART IDENTITY).
 * **Outages.** The cursor and the gaps survive a lost connection; reading resumes where it stopped.
 """
 
@@ -129,7 +131,8 @@ _INFO = (
     "SELECT (extract(epoch FROM now()) * 1000000)::int8,"
     " pg_snapshot_xmin(pg_current_snapshot())::text::int8,"
     " pg_snapshot_xmax(pg_current_snapshot())::text::int8,"
-    " (SELECT max(id) FROM {table})"
+    " (SELECT max(id) FROM {table}),"
+    " pg_relation_filenode({regclass}::regclass)"
 )
 # One pass, two grouping sets: every row is counted into a few label groups (cumulative
 # counters), and recent rows (by time, or among the last ids) also come back one by one, in time
@@ -188,6 +191,7 @@ class LogTail:
 
     def __post_init__(self) -> None:
         self.cursor = 0
+        self.filenode: int | None = None  # the table's storage when we read it from the start
         self.gaps: dict[int, _Gap] = {}
         self.stats = TailStats()
         self.now_us: int | None = None
@@ -199,8 +203,10 @@ class LogTail:
         self._warmup_started = 0.0
         ident = sql.Identifier(*self.table.split("."))
         thresholds = sql.Literal([int(t) + 1 for t in self.bucket_thresholds_ms])
+        regclass = sql.Literal(".".join(
+            '"' + part.replace('"', '""') + '"' for part in self.table.split(".")))
         self._sql = {
-            name: sql.SQL(text).format(table=ident, thresholds=thresholds)
+            name: sql.SQL(text).format(table=ident, thresholds=thresholds, regclass=regclass)
             for name, text in (("tail", _TAIL), ("gaps", _GAPS), ("info", _INFO),
                                ("warmup", _WARMUP))
         }
@@ -251,7 +257,7 @@ class LogTail:
                 conn.autocommit = False
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 conn.execute("SET LOCAL statement_timeout = 0")
-                now, _xmin, _xmax, hi = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
+                now, _xmin, _xmax, hi, filenode = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
                 now = self._now(now)
                 hi = hi or 0
                 id_floor = hi - GAP_SCAN_IDS
@@ -284,6 +290,7 @@ class LogTail:
                 conn.rollback()
             with self.lock:
                 self.cursor = hi
+                self.filenode = filenode
                 detected = self.monotonic()
                 for gap_id in range(max(1, id_floor + 1), hi + 1):
                     if gap_id not in seen:
@@ -306,14 +313,14 @@ class LogTail:
 
     def _poll(self, deadline: Deadline) -> None:
         with self.db.connection(deadline) as conn:
-            now, xmin, xmax, max_id = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
-            if (max_id or 0) < self.cursor:
+            now, xmin, xmax, max_id, filenode = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
+            if (max_id or 0) < self.cursor or filenode != self.filenode:
                 self.stats.rebaselines += 1
                 self.warm = False
                 raise CollectorError(
                     Reason.QUERY,
-                    f"{self.table}: max(id) {max_id} is below the cursor {self.cursor}; the table "
-                    "was truncated or restored, reading it again",
+                    f"{self.table}: max(id) {max_id} is below the cursor {self.cursor} or its "
+                    "storage changed; the table was truncated or restored, reading it again",
                 )
             now = self._now(now)
             self._set_time(now)
