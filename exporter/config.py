@@ -502,10 +502,10 @@ def _message(err: Any) -> str:
     if kind in _MAPPING_ERRORS:
         msg = "must be a mapping of keys"
     if kind in _TYPE_ERRORS | _MAPPING_ERRORS:
-        # Only scalars of non-secret keys are quoted: a list or mapping may hold a secret.
-        shown = "" if _is_secret(tuple(err["loc"])) or isinstance(value, list | dict) else (
-            f" {value!r}"
-        )
+        # Only scalars of non-secret keys are quoted: a list or mapping may hold a secret, and so
+        # may a scalar where a section belongs (``database: postgresql://u:PASSWORD@h/db``).
+        hidden = _is_secret(tuple(err["loc"])) or kind in _MAPPING_ERRORS
+        shown = "" if hidden or isinstance(value, list | dict) else f" {value!r}"
         msg += f" (got {type(value).__name__}{shown})"
     return str(msg)
 
