@@ -63,7 +63,7 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=False,
     )
     # Libraries (psycopg_pool, urllib3) log through the standard library: same format, same mask.
