@@ -200,6 +200,7 @@ class LogTail:
         self._generation = 0
         self._warmup_thread: threading.Thread | None = None
         self._warmup_error: CollectorError | None = None
+        self._poll_error: CollectorError | None = None  # how the last refresh ended
         self._warmup_started = 0.0
         ident = sql.Identifier(*self.table.split("."))
         thresholds = sql.Literal([int(t) + 1 for t in self.bucket_thresholds_ms])
@@ -222,9 +223,16 @@ class LogTail:
         generation = self._generation
         with self.lock:
             if self._generation != generation:
-                return  # another caller refreshed while we waited
+                # Another caller refreshed while we waited: share its outcome, failure included.
+                if self._poll_error is not None:
+                    raise CollectorError(self._poll_error.reason, self._poll_error.message)
+                return
             try:
                 self._poll(deadline)
+                self._poll_error = None
+            except CollectorError as exc:
+                self._poll_error = exc
+                raise
             finally:
                 self._generation += 1
 
