@@ -173,6 +173,10 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver listens with a backlog of 5: a burst of scrapers and probes overflows it, the
+    # kernel drops their SYNs and each retries a second later (late scrapes). Go servers use
+    # somaxconn; the kernel caps this at net.core.somaxconn anyway.
+    request_queue_size = 1024
     web: WebConfigSource | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
