@@ -11,6 +11,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -55,6 +56,13 @@ def db_dsn(pg: EmbeddedPostgres) -> Iterator[str]:
     yield pg.dsn(name)
     with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the test's fresh database."""
+    with psycopg.connect(db_dsn, autocommit=True) as c:
+        yield c
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,17 @@ import psycopg
 from prometheus_client.core import Metric
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+NOW = 1_795_000_000.0  # a fixed "now" the collector tests move by hand (Unix seconds)
+
+
+class Clock:
+    """An injectable clock for the collectors, so SQL ground truth can use the very same now."""
+
+    def __init__(self, start: float = NOW) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def ts(seconds: float) -> datetime:

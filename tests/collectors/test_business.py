@@ -21,23 +21,17 @@ from collectors.synclog import SyncLogCollector
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import BusinessConfig, DatabaseConfig, SyncLogConfig
 from exporter.db import Database
-from tests.synclog_rows import LogRow, Samples, insert_rows, insert_users, pick, samples, ts
-
-NOW = 1_795_000_000.0
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = NOW
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def conn(db_dsn: str) -> Iterator[psycopg.Connection[Any]]:
-    with psycopg.connect(db_dsn, autocommit=True) as c:
-        yield c
+from tests.synclog_rows import (
+    NOW,
+    Clock,
+    LogRow,
+    Samples,
+    insert_rows,
+    insert_users,
+    pick,
+    samples,
+    ts,
+)
 
 
 @pytest.fixture
