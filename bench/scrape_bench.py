@@ -49,7 +49,7 @@ SELECT '', k.op, k.st, CASE WHEN k.st IN ('failed', 'error') THEN 'boom' ELSE ''
        s.ts, CASE WHEN k.logger THEN '' ELSE (s.g / 4735)::text END, gen_random_uuid(),
        CASE WHEN k.has_customer THEN 1 + (s.g * 7919) % {users} END,
        CASE WHEN k.logger THEN (exp(random() * 9))::int END, s.ts, ''
-FROM (SELECT g, {end_ts} - ({span_s} * ({hi} - g)::float8 / {n}) * interval '1 second' AS ts,
+FROM (SELECT g, {end_ts} - ({span_s} * ({n} - g)::float8 / {n}) * interval '1 second' AS ts,
              random() AS r, random() AS r2
       FROM generate_series({lo}::int8, {hi}) g) s,
 LATERAL (SELECT
@@ -131,7 +131,10 @@ def load(dsn: str, rows: int, per_day: int, conflicts: int) -> None:
         # Rows a previous run added while measuring are removed, so every run starts equal.
         conn.execute("DELETE FROM common_customersynclog WHERE id > %s", (rows,))
         (have,) = conn.execute("SELECT count(*) FROM common_customersynclog").fetchone()  # type: ignore[misc]
-        if have == rows:
+        (in_window,) = conn.execute(
+            "SELECT count(*) FROM common_customersynclog"
+            " WHERE created_at > now() - interval '24 hours'").fetchone()  # type: ignore[misc]
+        if have == rows and in_window <= per_day * 1.1:
             log(f"  {rows:,} rows already loaded")
             return
         conn.execute("TRUNCATE common_customersynclog, common_syncconflict, users"
