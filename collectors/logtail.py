@@ -240,16 +240,19 @@ class LogTail:
 
     def _ensure_warmup(self) -> None:
         with self.lock:
-            if self.warm or (self._warmup_thread and self._warmup_thread.is_alive()):
+            if self.warm:
                 return
-            self._warmup_error = None
-            self._warmup_started = self.monotonic()
-            self._warmup_thread = threading.Thread(
-                target=self._warmup, name=f"warmup-{self.table}", daemon=True
-            )
-            self._warmup_thread.start()
-        # A small table is read within a moment: wait briefly so the first scrape can be whole.
-        self._warmup_thread.join(timeout=0.5)
+            if not (self._warmup_thread and self._warmup_thread.is_alive()):
+                self._warmup_error = None
+                self._warmup_started = self.monotonic()
+                self._warmup_thread = threading.Thread(
+                    target=self._warmup, name=f"warmup-{self.table}", daemon=True
+                )
+                self._warmup_thread.start()
+            thread = self._warmup_thread
+        # A small table is read within a moment: wait briefly (every caller, not only the one
+        # that started the pass) so the first scrape can be whole.
+        thread.join(timeout=0.5)
 
     def _warmup_status(self) -> CollectorError:
         if self._warmup_error is not None:
