@@ -216,10 +216,18 @@ class ExporterProcess:
                 self.proc.wait()
         return self.proc.returncode
 
-    def probe(self, path: str = "/metrics") -> Probe:
+    def probe(self) -> Probe:
         start = time.monotonic()
-        response = requests.get(f"{self.url}{path}", headers=HEADERS, timeout=20)
+        response = requests.get(f"{self.url}/metrics", headers=HEADERS, timeout=20)
         return Probe.parse(response.status_code, time.monotonic() - start, response.text)
+
+    def pages(self) -> dict[str, str]:
+        """Every page the exporter serves, as text (readiness may be 503: it is read anyway)."""
+        out = {}
+        for path in ("/metrics", "/", "/health/live", "/health/ready", "/nonexistent"):
+            response = requests.get(f"{self.url}{path}", headers=HEADERS, timeout=20)
+            out[path] = f"{response.status_code} {dict(response.headers)}\n{response.text}"
+        return out
 
 
 # --- ten scrapers ------------------------------------------------------------------------------
@@ -504,11 +512,11 @@ class Stack:
 
     # -- waiting on the exporter --
 
-    def wait_until(self, check: Callable[[Probe], bool], what: str,
-                   timeout: float = 20.0) -> Probe:
+    def wait_until(self, check: Callable[[Probe], bool], what: str, timeout: float = 20.0,
+                   exporter: ExporterProcess | None = None) -> Probe:
         end = time.monotonic() + timeout
         while True:
-            probe = self.exporter.probe()
+            probe = (exporter or self.exporter).probe()
             assert probe.status == 200, probe.text[:500]
             assert probe.elapsed < SCRAPE_TIMEOUT_HEADER, probe.summary()
             if check(probe):
@@ -544,17 +552,21 @@ class Stack:
         return all(p.success(c) == 1 for c in ("synclog", "business", "postgres", "redis",
                                                 "disk", "onec", "process"))
 
-    def wait_healthy(self, timeout: float = 25.0) -> Probe:
-        return self.wait_until(self.healthy, "every collector succeeds", timeout)
+    def wait_healthy(self, timeout: float = 25.0,
+                     exporter: ExporterProcess | None = None) -> Probe:
+        return self.wait_until(self.healthy, "every collector succeeds", timeout, exporter)
 
     # -- dependencies --
 
-    def restart_onec(self, cert: tuple[Path, Path] | None = None) -> None:
+    def restart_onec(self, cert: tuple[Path, Path] | None = None,
+                     password: str | None = None) -> None:
+        """Start the stand-in again on its port, with another certificate or password."""
         port = self.onec.port
         self.onec.stop()
         certfile, keyfile = cert or self.server_cert
         self.onec = OneCStandIn(port=port, path=ONEC_PATH, username="exporter",
-                                password=self.markers.onec_password, certfile=certfile,
+                                password=password or self.markers.onec_password,
+                                certfile=certfile,
                                 keyfile=keyfile, slow_seconds=30).start()
 
     def restart_redis(self) -> None:
