@@ -114,7 +114,11 @@ class Exporter:
         old = (self.db, self.scraper)
         self.app.scraper, self.app.required = scraper, set(required_collectors(config))
         self.config, self.db, self.scraper = config, db, scraper
-        self._close(*old)
+        # Requests that took the old scraper before the swap finish with it (within its scrape
+        # timeout); closing it at once cancelled their collections and answered them 500.
+        closer = threading.Timer(old[1].scrape_timeout + 1.0, self._close, old)
+        closer.daemon = True
+        closer.start()
 
     @staticmethod
     def _close(db: Database | None, scraper: Scraper) -> None:
