@@ -47,6 +47,15 @@ class ExporterApp:
         self.required = set(required)
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            return self._route(environ, start_response)
+        except Exception:
+            # Logged by us (JSON, secrets masked), not printed raw to stderr by wsgiref.
+            log.exception("request failed", path=str(environ.get("PATH_INFO", "")))
+            return self._respond(start_response, "500 Internal Server Error",
+                                 "text/plain; charset=utf-8", b"Internal Server Error\n")
+
+    def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         if path == "/metrics":
             return self._metrics(environ, start_response)
