@@ -134,24 +134,21 @@ _INFO = (
     " (SELECT max(id) FROM {table}),"
     " pg_relation_filenode({regclass}::regclass)"
 )
-# One pass, two grouping sets: every row is counted into a few label groups (cumulative
-# counters), and recent rows (by time, or among the last ids) also come back one by one, in time
-# order, with just what the windows need.
-_WARMUP = (
-    "SELECT GROUPING(recent_id) = 1, operation_type, status, bucket, cs, es, sm, fd, im,"
-    " count(*), coalesce(sum(duration_ms), 0)::int8, max(ts_us),"
-    " recent_id, recent_ts, recent_dur, recent_customer"
-    " FROM (SELECT operation_type, status, duration_ms, ts_us, " + _BUCKET + " AS bucket,"
-    "  " + _DETAILS.replace("END,", "END AS {},").format("cs", "es", "sm", "fd") + " AS im,"
-    "  CASE WHEN recent THEN id END AS recent_id, CASE WHEN recent THEN ts_us END AS recent_ts,"
-    "  CASE WHEN recent THEN duration_ms END AS recent_dur,"
-    "  CASE WHEN recent THEN customer_id END AS recent_customer"
-    "  FROM (SELECT *, " + _TS + " AS ts_us,"
-    "        created_at > %(cutoff)s OR id > %(id_floor)s AS recent"
-    "        FROM {table} WHERE id <= %(hi)s) AS r) AS s"
-    " GROUP BY GROUPING SETS ((operation_type, status, bucket, cs, es, sm, fd, im),"
-    "  (recent_id, operation_type, status, recent_ts, recent_dur, recent_customer))"
-    " ORDER BY recent_ts NULLS FIRST"
+# The start-up pass, in one repeatable-read snapshot. First every row is counted into a few
+# label groups (one scan, hashed, parallel); the same scan finds the lowest id of a recent row
+# (recent by time, or among the last ids), so the rows the windows need are then read through the
+# primary key from there, in id (nearly time) order: one full pass plus the window, never two.
+_WARMUP_GROUPS = (
+    "SELECT operation_type, status, " + _BUCKET + ", " + _DETAILS + ","
+    " count(*), coalesce(sum(duration_ms), 0)::int8,"
+    " (extract(epoch FROM max(created_at)) * 1000000)::int8,"  # numeric math once a group
+    " min(id) FILTER (WHERE created_at > %(cutoff)s OR id > %(id_floor)s)"
+    " FROM {table} WHERE id <= %(hi)s GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
+)
+_WARMUP_RECENT = (
+    "SELECT id, operation_type, status, " + _TS + ", duration_ms, customer_id FROM {table}"
+    " WHERE id >= %(lo)s AND id <= %(hi)s AND (created_at > %(cutoff)s OR id > %(id_floor)s)"
+    " ORDER BY id"
 )
 
 
@@ -209,7 +206,8 @@ class LogTail:
         self._sql = {
             name: sql.SQL(text).format(table=ident, thresholds=thresholds, regclass=regclass)
             for name, text in (("tail", _TAIL), ("gaps", _GAPS), ("info", _INFO),
-                               ("warmup", _WARMUP))
+                               ("warmup_groups", _WARMUP_GROUPS),
+                               ("warmup_recent", _WARMUP_RECENT))
         }
 
     # --- public ----------------------------------------------------------------------------
@@ -276,28 +274,30 @@ class LogTail:
                           "id_floor": id_floor, "hi": hi}
                 with self.lock:
                     self._reset_state()
+                groups = []
+                lowest_recent: int | None = None
+                for rec in conn.execute(self._sql["warmup_groups"], params):
+                    groups.append(self._group(rec[:8], rec[8], rec[9], rec[10]))
+                    if rec[11] is not None and (lowest_recent is None or rec[11] < lowest_recent):
+                        lowest_recent = rec[11]
+                with self.lock:
+                    self._deliver(groups, [])
+                    self.stats.rows_read += sum(g.rows for g in groups)
                 seen: set[int] = set()  # ids among the last GAP_SCAN_IDS, to find gaps there
-                # A server-side cursor streams the result: memory stays flat at any table size.
-                with conn.cursor(name="customer_sync_warmup") as cur:
-                    cur.execute(self._sql["warmup"], params)
-                    while batch := cur.fetchmany(WARMUP_BATCH):
-                        groups: list[Group] = []
-                        recent: list[WindowRow] = []
-                        for rec in batch:
-                            if rec[0]:  # the label groups
-                                groups.append(self._group(rec[1:9], rec[9], rec[10], rec[11]))
-                                continue
-                            recent_id = rec[12]
-                            if recent_id is None:
-                                continue  # old rows, already counted in the label groups
-                            if recent_id > id_floor:
-                                seen.add(recent_id)
-                            code = pack(self.ops.code(rec[1]), self.statuses.code(rec[2]))
-                            recent.append((rec[13], code, -1 if rec[14] is None else rec[14],
-                                           -1 if rec[15] is None else rec[15]))
-                        with self.lock:
-                            self._deliver(groups, recent)
-                            self.stats.rows_read += sum(g.rows for g in groups)
+                if lowest_recent is not None:
+                    # A server-side cursor streams the rows: memory stays flat at any size.
+                    with conn.cursor(name="customer_sync_warmup") as cur:
+                        cur.execute(self._sql["warmup_recent"], {**params, "lo": lowest_recent})
+                        while batch := cur.fetchmany(WARMUP_BATCH):
+                            recent: list[WindowRow] = []
+                            for row_id, op, status, ts, dur, customer in batch:
+                                if row_id > id_floor:
+                                    seen.add(row_id)
+                                code = pack(self.ops.code(op), self.statuses.code(status))
+                                recent.append((ts, code, -1 if dur is None else dur,
+                                               -1 if customer is None else customer))
+                            with self.lock:
+                                self._deliver([], recent)
                 conn.rollback()
             with self.lock:
                 self.cursor = hi
