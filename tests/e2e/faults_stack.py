@@ -196,12 +196,14 @@ class ExporterProcess:
     def events(self) -> list[dict[str, Any]]:
         """JSON log lines; a line that is not JSON (a raw traceback) fails the test."""
         out = []
-        for line in self.log().splitlines():
+        lines = self.log().splitlines()
+        for i, line in enumerate(lines):
             if line.strip():
                 try:
                     out.append(json.loads(line))
                 except ValueError:
-                    raise AssertionError(f"not a JSON log line: {line!r}") from None
+                    context = "\n".join(lines[i : i + 40])
+                    raise AssertionError(f"not a JSON log line:\n{context}") from None
         return out
 
     def stop(self) -> int | None:

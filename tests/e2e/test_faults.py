@@ -362,6 +362,7 @@ def test_redis_down_and_flapping(faults: Faults) -> None:
     )
     assert queue_truth(s) == 5
     assert p.reasons("redis") == []
+    s.assert_counts_match()
 
 
 # --- the 1C HTTP service -------------------------------------------------------------------------
@@ -391,6 +392,7 @@ def test_onec_fault(faults: Faults, mode: Mode, reason: str, status_code: int) -
         s.set_onec_mode(Mode.OK)
     p = s.wait_until(lambda p: p.up("onec") == 1, "onec_up 1 again")
     assert p.value("customer_sync_onec_http_status_code") == 200
+    s.assert_counts_match()
 
 
 @pytest.mark.parametrize("kind", ["wrong-ca", "expired"])
@@ -412,6 +414,7 @@ def test_onec_bad_certificate(faults: Faults, kind: str) -> None:
     finally:
         s.restart_onec()
     s.wait_until(lambda p: p.up("onec") == 1, "onec_up 1 with the good certificate")
+    s.assert_counts_match()
 
 
 # --- log folders ---------------------------------------------------------------------------------
@@ -452,6 +455,7 @@ def test_log_folder_removed_then_back(faults: Faults) -> None:
     (gone / "celery.log.1").write_text("y" * 25)
     p = s.wait_until(lambda p: p.success("disk") == 1, "disk recovers")
     assert_dir_matches(p, "gone", gone)
+    s.assert_counts_match()
 
 
 def test_log_folder_unreadable_then_readable(faults: Faults) -> None:
@@ -473,6 +477,7 @@ def test_log_folder_unreadable_then_readable(faults: Faults) -> None:
     failed = [e for e in s.exporter.events() if e.get("event") == "collector failed"
               and e.get("collector") == "disk"]
     assert any("Permission denied" in str(e.get("error")) for e in failed)
+    s.assert_counts_match()
 
 
 def test_log_folder_with_a_million_files(faults: Faults) -> None:
@@ -501,6 +506,7 @@ def test_log_folder_with_a_million_files(faults: Faults) -> None:
     # (A walk under way while the mount goes may still count part of it, and complete.)
     s.wait_until(lambda p: p.dir_value("walk_complete", "huge") == 1
                  and p.dir_value("files", "huge") == 0, "the emptied folder is walked whole")
+    s.assert_counts_match()
 
 
 # --- the config file -----------------------------------------------------------------------------
@@ -554,6 +560,18 @@ def test_config_replaced_with_garbage_keeps_the_old_config(faults: Faults) -> No
         s.config.write_text(original)
     p = s.wait_until(lambda p: reload_state(p)[0] == 1, "a good file is taken again", 8)
     assert loaded_at is not None and (reload_state(p)[1] or 0) > loaded_at
+    # Ten forced reloads of the good file in a row, under the ten scrapers: each swaps in new
+    # collectors while scrapes are inside the old ones (checked by the last case: all 200).
+    # (SIGHUPs during a reload make one more reload, so each waits for the previous one.)
+    def reloaded() -> int:
+        return len([e for e in s.exporter.events() if e.get("event") == "config reloaded"])
+
+    for _ in range(10):
+        before, end = reloaded(), time.monotonic() + 5
+        s.exporter.proc.send_signal(signal.SIGHUP)
+        while reloaded() == before:
+            assert time.monotonic() < end, "SIGHUP did not reload the config"
+            time.sleep(0.05)
     s.wait_healthy()
     s.assert_counts_match()
 
