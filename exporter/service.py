@@ -166,5 +166,9 @@ class Signals:
         self.stop.set()
 
     def wait(self) -> None:
-        self.stop.wait()
+        # Python runs signal handlers in the main thread only; a signal the kernel hands to
+        # another thread (we have many) waits until the main thread runs again, which an untimed
+        # wait never does: SIGHUP reloads were lost. Waking up regularly runs them.
+        while not self.stop.wait(0.25):
+            pass
 
