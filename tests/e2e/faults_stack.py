@@ -524,7 +524,12 @@ class Stack:
             if check(probe):
                 return probe
             if time.monotonic() > end:
-                raise AssertionError(f"not reached in {timeout}s: {what}; last: {probe.summary()}")
+                tail = (exporter or self.exporter).log().splitlines()[-6:]
+                alive = {"postgres": self.pg.running, "redis": self.redis.process is not None
+                         and self.redis.process.poll() is None}
+                raise AssertionError(f"not reached in {timeout}s: {what}; last: {probe.summary()}"
+                                     f"; processes running: {alive}; exporter log ends: "
+                                     + "\n".join(tail))
             time.sleep(0.2)
 
     def assert_counts_match(self, timeout: float = 25.0) -> Probe:

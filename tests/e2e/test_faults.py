@@ -570,7 +570,8 @@ def test_config_replaced_with_garbage_keeps_the_old_config(faults: Faults) -> No
         before, end = reloaded(), time.monotonic() + 5
         s.exporter.proc.send_signal(signal.SIGHUP)
         while reloaded() == before:
-            assert time.monotonic() < end, "SIGHUP did not reload the config"
+            assert time.monotonic() < end, (
+                f"SIGHUP did not reload the config: {s.exporter.events()[-8:]}")
             time.sleep(0.05)
     s.wait_healthy()
     s.assert_counts_match()
