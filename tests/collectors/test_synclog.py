@@ -394,3 +394,20 @@ def test_ten_concurrent_writers_with_rollbacks_are_counted_exactly(db_dsn: str, 
     assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
     assert pick(found, "customer_sync_operations_total")[
         (("operation_type", "updated"), ("status", "success"))] == count
+
+
+def test_truncate_and_refill_in_one_transaction_is_noticed(db_dsn: str, conn,
+                                                             make_collector) -> None:
+    """max(id) never goes backwards here; the replaced relation file gives it away."""
+    collector = make_collector(Clock())
+    insert_rows(conn, [LogRow("created", "success", ts(NOW - 10))] * 3)
+    assert sum(pick(scrape(collector), "customer_sync_operations_total").values()) == 3
+    with psycopg.connect(db_dsn) as tx:
+        tx.execute("TRUNCATE common_customersynclog")
+        insert_rows(tx, [LogRow("updated", "success", ts(NOW - 10))] * 5)
+    with pytest.raises(CollectorError):
+        collector.collect(Deadline.after(5))
+    found = scrape(collector)
+    totals = pick(found, "customer_sync_operations_total")
+    assert sum(totals.values()) == 5
+    assert totals[(("operation_type", "updated"), ("status", "success"))] == 5
