@@ -517,7 +517,7 @@ def soak(plan: Plan, stop: threading.Event) -> int:
         stack.stops.append(probe.close)
         wait_ready(probe, proc)
         t0 = time.monotonic()
-        next_scrape = next_report = 0.0
+        next_scrape = 0.0
         next_report = plan.report_every
         interval: list[Sample] = []
         deleted = 0
@@ -541,6 +541,7 @@ def soak(plan: Plan, stop: threading.Event) -> int:
                 next_report += plan.report_every
             stop.wait(max(0.0, min(next_scrape, next_report) - (time.monotonic() - t0)))
         if interval and not stop.is_set():
+            deleted += probe.retention(plan.retention)
             say(report_line(time.monotonic() - t0, interval, probe.log_rows()))
         if stop.is_set():
             say("[soak] interrupted: no verdict")
