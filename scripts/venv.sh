@@ -1,5 +1,7 @@
 # Sourced by scripts/demo and scripts/test: a project venv in .venv with the given extras.
 # Works on a fresh Debian with only Python 3.11 (installs python3-venv first when root needs it).
+# Versions come from constraints.txt (generated from pyproject.toml, see its header), the same
+# pins the Dockerfile installs; tests/test_constraints.py fails when the two drift apart.
 ensure_venv() {
   local extras="$1"
   if [ ! -x .venv/bin/python ]; then
@@ -15,5 +17,5 @@ ensure_venv() {
     fi
   fi
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e ".[${extras}]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[${extras}]"
 }
