@@ -1,40 +1,49 @@
-"""Podman helpers shared by the container tests: setup, build, run, wait, clean up.
+"""Containers for the e2e tests: testcontainers over Podman's Docker-compatible API.
 
-Podman is configured by scripts/container-setup.sh (runc, cgroupfs, local stand-in base images);
-each helper fails the test, never skips it, when a tool is missing.
+There is no Docker engine here. The session fixture ``podman_api`` (tests/e2e/conftest.py) starts
+``podman system service`` on a socket of its own and points testcontainers at it, so
+testcontainers and the docker SDK under it talk to Podman as they would to Docker. Ryuk,
+testcontainers' reaper, is off: its image would have to be pulled and no registry is reachable.
+The fixture does Ryuk's job instead when the session ends: it removes every container, network
+and volume labelled with this session's id.
+
+Three things do not go through the API, and why:
+
+* provisioning: installing Podman, its runc/cgroupfs settings and the stand-in base images
+  (debootstrap, no registry) is host setup, done by scripts/container-setup.sh (``setup_images``);
+* compose: testcontainers' ``DockerCompose`` drives the Compose v2 CLI (``docker compose``), which
+  has no package here; tests/e2e/test_compose.py turns the resolved file into containers itself;
+* healthchecks: Podman runs them from systemd timers and there is no systemd here, and the Docker
+  API has no call that runs one. ``run_healthcheck`` does what an engine does: it reads the
+  container's configured check through the API and executes it inside the container.
 """
 
 from __future__ import annotations
 
-import contextlib
+import importlib.metadata
 import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import docker
 import pytest
+from docker.models.images import Image
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.image import DockerImage
+from testcontainers.core.labels import LABEL_SESSION_ID, SESSION_ID
 
 from tests.conftest import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "scripts" / "container-setup.sh"
 EXPORTER_IMAGE = "localhost/customer-sync-exporter:e2e"
-
-
-def podman(*args: str, check: bool = True, timeout: float = 120.0,
-           input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run podman; on failure the test fails with podman's own output."""
-    proc = subprocess.run(
-        [require_binary("podman"), *args], capture_output=True, text=True, timeout=timeout,
-        input=input,
-    )
-    if check and proc.returncode != 0:
-        pytest.fail(f"podman {' '.join(args[:3])} ... exited {proc.returncode}:\n"
-                    f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc
+# What testcontainers puts on everything it creates in this session (Ryuk's filter).
+SESSION_LABELS = {LABEL_SESSION_ID: SESSION_ID}
 
 
 def setup_images(*names: str) -> None:
@@ -46,43 +55,81 @@ def setup_images(*names: str) -> None:
         pytest.fail(f"{SETUP} failed:\n{proc.stderr[-4000:]}")
 
 
-def build_exporter_image(tag: str = EXPORTER_IMAGE) -> str:
-    """Build the repository's Dockerfile; unchanged layers come from Podman's cache."""
+def package_version() -> str:
+    return importlib.metadata.version("customer-sync-exporter")
+
+
+def git_revision() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def build_exporter_image(tag: str = EXPORTER_IMAGE) -> Image:
+    """Build the repository's Dockerfile through the API, labelled as docs/containers.md says.
+
+    Podman's compat build writes the Docker image format, which keeps the HEALTHCHECK. Unchanged
+    layers come from Podman's cache. Callers use the returned image's id, not the tag, so a
+    concurrent build elsewhere under the same tag cannot swap the image under a test.
+    """
     setup_images("python")
-    # --format docker: the OCI format has no HEALTHCHECK, Podman would drop ours.
-    podman("build", "--network", "host", "--format", "docker", "-t", tag, str(REPO),
-           timeout=600)
-    return tag
+    image = DockerImage(
+        path=REPO, tag=tag, clean_up=False, network_mode="host",
+        buildargs={"VERSION": package_version(), "REVISION": git_revision()},
+    )
+    try:
+        image.build()
+    except docker.errors.BuildError as exc:
+        lines = "".join(str(part.get("stream") or part.get("error") or "")
+                        for part in exc.build_log)
+        pytest.fail(f"building the image failed: {exc}\n{lines[-4000:]}")
+    return image.get_wrapped_image()
+
+
+def publish_on_loopback(container: DockerContainer, port: int,
+                        host_port: int | None = None) -> DockerContainer:
+    """Publish ``port`` on 127.0.0.1 only (``with_bind_ports`` binds every interface)."""
+    container.ports[f"{port}/tcp"] = ("127.0.0.1", host_port) if host_port else ("127.0.0.1",)  # type: ignore[assignment]
+    return container
+
+
+def base_url(container: DockerContainer, port: int, scheme: str = "http") -> str:
+    return f"{scheme}://127.0.0.1:{container.get_exposed_port(port)}"
 
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-@contextlib.contextmanager
-def cleanup() -> Iterator[list[tuple[str, str]]]:
-    """Collects (kind, name) of what a test created; removes it all at the end."""
-    created: list[tuple[str, str]] = []
+def logs(container: DockerContainer) -> str:
     try:
-        yield created
-    finally:
-        for kind, name in reversed(created):
-            if kind == "container":
-                podman("rm", "-f", "-t", "2", name, check=False)
-            elif kind == "volume":
-                podman("volume", "rm", "-f", name, check=False)
-            elif kind == "network":
-                podman("network", "rm", "-f", name, check=False)
+        out, err = container.get_logs()
+    except (docker.errors.APIError, RuntimeError) as exc:
+        return f"(no logs: {exc})"
+    return (out + err).decode(errors="replace")[-4000:]
 
 
-def logs(name: str) -> str:
-    proc = podman("logs", name, check=False)
-    return (proc.stdout + proc.stderr)[-4000:]
+def healthcheck_config(container: DockerContainer) -> dict[str, Any]:
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    config: dict[str, Any] | None = wrapped.attrs["Config"].get("Healthcheck")
+    assert config and config.get("Test"), f"{wrapped.name} has no healthcheck"
+    return config
 
 
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str]:
+def run_healthcheck(container: DockerContainer) -> int:
+    """Run the container's configured HEALTHCHECK inside it, as an engine would; its exit code."""
+    kind, *args = healthcheck_config(container)["Test"]
+    assert kind in {"CMD", "CMD-SHELL"}, kind
+    command = args if kind == "CMD" else ["/bin/sh", "-c", args[0]]
+    result = container.exec(command)
+    assert result.exit_code is not None
+    return result.exit_code
+
+
+def http_get(url: str | urllib.request.Request, timeout: float = 5.0,
+             **kwargs: Any) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, **kwargs) as resp:
             return resp.status, resp.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -104,10 +151,23 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float,
                 f"{diagnose()}")
 
 
-def health_status(name: str) -> str:
-    return podman("inspect", "--format", "{{.State.Health.Status}}", name).stdout.strip()
+def wait_healthy(container: DockerContainer, timeout: float) -> None:
+    """Until the container's own healthcheck passes (what compose's service_healthy waits for)."""
+    wait_for(f"{container.get_wrapped_container().name} to become healthy",
+             lambda: run_healthcheck(container) == 0, timeout, lambda: logs(container))
 
 
-def healthcheck_run(name: str) -> int:
-    """Run the container's HEALTHCHECK now (there is no systemd timer here); its exit code."""
-    return podman("healthcheck", "run", name, check=False).returncode
+def remove_session_leftovers(client: docker.DockerClient) -> list[str]:
+    """Ryuk's job: remove what this session created and did not remove itself."""
+    removed = []
+    selector = {"label": [f"{k}={v}" for k, v in SESSION_LABELS.items()]}
+    for container in client.containers.list(all=True, filters=selector):
+        container.remove(force=True, v=True)
+        removed.append(f"container {container.name}")
+    for network in client.networks.list(filters=selector):
+        network.remove()
+        removed.append(f"network {network.name}")
+    for volume in client.volumes.list(filters=selector):
+        volume.remove(force=True)
+        removed.append(f"volume {volume.name}")
+    return removed

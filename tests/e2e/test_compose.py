@@ -1,13 +1,15 @@
-"""docker-compose.yml: validated by docker-compose itself, then run with Podman.
+"""docker-compose.yml: validated by docker-compose itself, then run through testcontainers.
 
-There is no Docker engine here and podman-compose 1.0 ignores ``depends_on`` conditions, so the
-slow test takes the file as ``docker-compose config`` resolves it and runs every service with
-plain ``podman run`` commands derived from that output: same images, commands, environment,
-volumes, tmpfs, healthchecks, published ports (bound to 127.0.0.1), ``depends_on`` order and
-health conditions, on one network where each service is reachable by its name. A key it does not
-know fails the test, so the file cannot grow a setting the test silently drops. Grafana has no
-image here (no registry, no Debian package) and is the one service not started; its
-provisioning is checked by tests/grafana/test_dashboards.py.
+The slow test takes the file as ``docker-compose config`` resolves it and starts every service as
+a testcontainers ``DockerContainer`` on Podman's Docker-compatible API: same images, commands,
+entrypoints, environment, volumes, tmpfs, healthchecks, published ports (bound to 127.0.0.1),
+``depends_on`` order and health conditions, on one network where each service is reachable by
+its name. A key it does not know fails the test, so the file cannot grow a setting the test
+silently drops. Not ``docker compose`` itself: testcontainers' ``DockerCompose`` drives the
+Compose v2 CLI, which has no package here, and its ``--wait`` needs healthchecks the engine runs
+by itself, which Podman without systemd does not (see tests/e2e/containers.py). Grafana is the
+one service not started: the test suite has no Grafana image (no registry is reachable and
+Grafana has no Debian package); its provisioning is checked by tests/grafana/test_dashboards.py.
 """
 
 from __future__ import annotations
@@ -17,32 +19,34 @@ import re
 import shlex
 import subprocess
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 import yaml
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.network import Network
 
 from exporter.demo.postgres import free_port
 from tests.conftest import require_binary
 from tests.e2e.containers import (
-    EXPORTER_IMAGE,
     REPO,
+    SESSION_LABELS,
     build_exporter_image,
-    cleanup,
-    health_status,
-    healthcheck_run,
     http_get,
     logs,
-    podman,
+    publish_on_loopback,
     setup_images,
     unique,
     wait_for,
+    wait_healthy,
 )
 
 COMPOSE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
-NOT_RUNNABLE_HERE = {"grafana"}  # no image and no Debian package reachable from this machine
+NOT_RUN = {"grafana"}  # the test suite has no Grafana image: no registry, no Debian package
 STANDINS = ("python", "postgres", "redis", "prometheus", "alertmanager")
 
 
@@ -129,7 +133,7 @@ def test_env_example_holds_only_placeholders() -> None:
     assert ".env" in (REPO / ".gitignore").read_text().split()
 
 
-# --- the stack, run with Podman ----------------------------------------------------------------
+# --- the stack, run through testcontainers -----------------------------------------------------
 
 
 def _unescape(value: Any) -> Any:
@@ -145,54 +149,63 @@ KNOWN_KEYS = {
     "image", "build", "command", "entrypoint", "environment", "volumes", "ports", "healthcheck",
     "depends_on", "restart", "read_only", "cap_drop", "security_opt", "tmpfs",
 }
+GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}
 
 
-def podman_run_args(project: str, name: str, svc: dict[str, Any]) -> list[str]:
-    """The ``podman run`` arguments equivalent to one resolved compose service."""
+def nanoseconds(duration: str) -> int:
+    """A compose duration (Go syntax: 15s, 1m30s) in the nanoseconds the Docker API takes."""
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|us|ns|h|m|s)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, f"duration {duration!r}"
+    return round(sum(float(n) * GO_UNITS[u] for n, u in parts) * 1e9)
+
+
+def service_container(project: str, name: str, svc: dict[str, Any], network: Network,
+                      image: str) -> DockerContainer:
+    """The container one resolved compose service describes, on the project's network."""
     unknown = set(svc) - KNOWN_KEYS
     assert not unknown, f"service {name}: the test does not know {sorted(unknown)}; teach it"
-    args = ["run", "-d", "--name", f"{project}_{name}", "--network", f"{project}_default",
-            "--network-alias", name]
-    if "restart" in svc:
-        args += ["--restart", svc["restart"]]
+    container = (DockerContainer(image).with_name(f"{project}_{name}")
+                 .with_network(network).with_network_aliases(name))
     for key, val in (svc.get("environment") or {}).items():
-        args += ["-e", f"{key}={_unescape('' if val is None else str(val))}"]
+        container.with_env(key, _unescape("" if val is None else str(val)))
     for volume in svc.get("volumes", []):
         source, target, mode = volume.split(":")
-        if not source.startswith("/"):
-            source = f"{project}_{source}"
-        args += ["-v", f"{source}:{target}:{mode}"]
+        container.with_volume_mapping(source if source.startswith("/") else f"{project}_{source}",
+                                      target, mode)
     for tmpfs in svc.get("tmpfs", []):
-        args += ["--tmpfs", tmpfs]
+        path, _, options = tmpfs.partition(":")
+        container.tmpfs[path] = options
     for port in svc.get("ports", []):
         assert set(port) <= {"published", "target", "protocol", "mode"}, port
-        args += ["-p", f"127.0.0.1:{port['published']}:{port['target']}"]
+        publish_on_loopback(container, port["target"], int(port["published"]))
+    kwargs: dict[str, Any] = {}
+    if "restart" in svc:
+        kwargs["restart_policy"] = {"Name": svc["restart"]}
     if svc.get("read_only"):
-        args.append("--read-only")
-    for cap in svc.get("cap_drop", []):
-        args += ["--cap-drop", cap]
-    for opt in svc.get("security_opt", []):
-        args += ["--security-opt", opt]
+        kwargs["read_only"] = True
+    if svc.get("cap_drop"):
+        kwargs["cap_drop"] = svc["cap_drop"]
+    if svc.get("security_opt"):
+        kwargs["security_opt"] = svc["security_opt"]
     health = svc.get("healthcheck")
     if health:
         test = _unescape(health["test"])
         assert test[0] in {"CMD", "CMD-SHELL"}, test
-        # Podman 4.3 splits a JSON CMD array on spaces; a shell string keeps every argument.
+        # Podman 4.3 splits the arguments of a CMD array on spaces when a container is created
+        # (API and CLI alike; an image's HEALTHCHECK is kept whole): a shell string keeps them.
         shell = shlex.join(test[1:]) if test[0] == "CMD" else test[1]
-        # Durations (15s, 1m30s) are Go syntax in both compose and podman.
-        args += ["--health-cmd", shell,
-                 "--health-interval", health["interval"],
-                 "--health-timeout", health["timeout"],
-                 "--health-retries", str(health["retries"]),
-                 "--health-start-period", health["start_period"]]
+        kwargs["healthcheck"] = {
+            "test": ["CMD-SHELL", shell], "retries": int(health["retries"]),
+            **{key: nanoseconds(health[key]) for key in ("interval", "timeout", "start_period")},
+        }
     if "entrypoint" in svc:
-        entrypoint = _unescape(svc["entrypoint"])
-        args += ["--entrypoint", json.dumps(entrypoint)]
-    args.append(svc["image"])
+        kwargs["entrypoint"] = _unescape(svc["entrypoint"])
+    container.with_kwargs(**kwargs)
     command = svc.get("command")
     if command is not None:
-        args += _unescape(command) if isinstance(command, list) else shlex.split(command)
-    return args
+        container.with_command(_unescape(command) if isinstance(command, list)
+                               else shlex.split(command))
+    return container
 
 
 def start_order(services: dict[str, Any]) -> list[str]:
@@ -211,25 +224,24 @@ def start_order(services: dict[str, Any]) -> list[str]:
     return order
 
 
-def wait_healthy(container: str, timeout: float) -> None:
-    """Drive the HEALTHCHECK by hand (no systemd timer here) until it reports healthy."""
-    def healthy() -> bool:
-        healthcheck_run(container)
-        return health_status(container) == "healthy"
-
-    wait_for(f"{container} to become healthy", healthy, timeout, lambda: logs(container))
-
-
-def exec_get(container: str, url: str) -> Any:
+def exec_get(container: DockerContainer, url: str) -> Any:
     """GET a URL from inside a container (Prometheus is not published, by design)."""
-    proc = podman("exec", container, "wget", "-q", "-O", "-", url, check=False)
-    if proc.returncode != 0:
-        raise OSError(f"wget {url} in {container}: {proc.stderr.strip()}")
-    return json.loads(proc.stdout)
+    result = container.exec(["wget", "-q", "-O", "-", url])
+    if result.exit_code != 0:
+        raise OSError(f"wget {url}: exit {result.exit_code}: {result.output.decode()[-500:]}")
+    return json.loads(result.output)
+
+
+def published(container: DockerContainer) -> bool:
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    return any(wrapped.attrs["NetworkSettings"]["Ports"].values())
 
 
 @pytest.mark.e2e
-def test_stack_runs_with_podman_and_prometheus_scrapes_the_exporter(tmp_path: Path) -> None:
+def test_stack_runs_and_prometheus_scrapes_the_exporter(
+    podman_api: docker.DockerClient, tmp_path: Path
+) -> None:
     setup_images(*STANDINS)
     project = unique("cse-e2e-stack")
     exporter_port = free_port()
@@ -242,27 +254,26 @@ def test_stack_runs_with_podman_and_prometheus_scrapes_the_exporter(tmp_path: Pa
     env_file = tmp_path / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
     config = compose_config(env_file)
-    services = {k: v for k, v in config["services"].items() if k not in NOT_RUNNABLE_HERE}
-
-    # The image compose would build from "build: .", under the name compose gives it.
-    build_exporter_image(EXPORTER_IMAGE)
-    podman("tag", EXPORTER_IMAGE, services["exporter"]["image"])
+    services = {k: v for k, v in config["services"].items() if k not in NOT_RUN}
+    # The image compose would build from "build: .", by id (the tag is the shared store's).
+    images = {name: svc["image"] for name, svc in services.items()}
+    images["exporter"] = build_exporter_image().id
 
     started = time.monotonic()
-    with cleanup() as created:
-        podman("network", "create", f"{project}_default")
-        created.append(("network", f"{project}_default"))
+    with ExitStack() as stack:
+        network = stack.enter_context(Network())  # labelled with the session by testcontainers
         for volume in config["volumes"]:
-            podman("volume", "create", f"{project}_{volume}")
-            created.append(("volume", f"{project}_{volume}"))
+            created = podman_api.volumes.create(f"{project}_{volume}", labels=SESSION_LABELS)
+            stack.callback(created.remove, force=True)
+        running: dict[str, DockerContainer] = {}
         for name in start_order(services):
             for dep, cond in services[name].get("depends_on", {}).items():
                 if cond["condition"] == "service_healthy":
-                    wait_healthy(f"{project}_{dep}", 120)
-            podman(*podman_run_args(project, name, services[name]))
-            created.append(("container", f"{project}_{name}"))
+                    wait_healthy(running[dep], 120)
+            container = service_container(project, name, services[name], network, images[name])
+            running[name] = stack.enter_context(container)
 
-        prometheus = f"{project}_prometheus"
+        prometheus = running["prometheus"]
         wait_healthy(prometheus, 60)
         result: dict[str, Any] = {}
 
@@ -275,7 +286,7 @@ def test_stack_runs_with_podman_and_prometheus_scrapes_the_exporter(tmp_path: Pa
 
         wait_for("Prometheus to report the exporter target up", exporter_target_up, 60,
                  lambda: json.dumps(result.get("targets"), indent=1)[-3000:]
-                 + logs(f"{project}_exporter"))
+                 + logs(running["exporter"]))
         target = next(t for t in result["targets"]["data"]["activeTargets"]
                       if t["labels"]["job"] == "customer_sync_exporter")
         assert target["scrapeUrl"] == "http://exporter:9188/metrics"
@@ -303,7 +314,7 @@ def test_stack_runs_with_podman_and_prometheus_scrapes_the_exporter(tmp_path: Pa
 
         wait_for("every collector to succeed", all_collectors_ok, 60, lambda: json.dumps(
             [r["metric"] for r in query("customer_sync_exporter_collector_failure == 1")])
-            + logs(f"{project}_exporter"))
+            + logs(running["exporter"]))
         # The mounted rules are loaded, and Prometheus found the rendered Alertmanager.
         rules = exec_get(prometheus, "http://127.0.0.1:9090/api/v1/rules")
         groups = {g["name"] for g in rules["data"]["groups"]}
@@ -317,12 +328,9 @@ def test_stack_runs_with_podman_and_prometheus_scrapes_the_exporter(tmp_path: Pa
         assert status == 200 and "customer_sync_exporter_collector_success" in body
         for secret in (env["POSTGRES_PASSWORD"], env["REDIS_PASSWORD"], env["TELEGRAM_BOT_TOKEN"]):
             assert secret not in body
-        ports = podman("ps", "--filter", f"name={project}_", "--format",
-                       "{{.Names}} {{.Ports}}").stdout
-        exposed = {line.split()[0] for line in ports.splitlines() if "->" in line}
-        assert exposed == {f"{project}_exporter"}, ports
+        assert {name for name, c in running.items() if published(c)} == {"exporter"}
         # Alertmanager runs on the config render-config wrote into its tmpfs, not the template.
-        status_json = exec_get(f"{project}_alertmanager", "http://127.0.0.1:9093/api/v2/status")
+        status_json = exec_get(running["alertmanager"], "http://127.0.0.1:9093/api/v2/status")
         assert "telegram_configs" in status_json["config"]["original"]
         assert "${TELEGRAM_BOT_TOKEN}" not in status_json["config"]["original"]
     assert time.monotonic() - started < 300

@@ -1,39 +1,52 @@
-"""The Docker image, built with Podman and run the way docs/containers.md says, against a real
-PostgreSQL and Redis on this host; /metrics is scraped from outside the container.
+"""The Docker image, built and run through testcontainers on Podman's Docker-compatible API, the
+way docs/containers.md says, against a real PostgreSQL and Redis on this host; /metrics is
+scraped from outside the container.
 
 The container keeps the image's default command (config at /etc/customer-sync-exporter/
-config.yaml, port 9188 published) and reaches the host's loopback through slirp4netns
-(10.0.2.2), so the documented run path is what is tested. Numbers are checked against what the
-test wrote. Slow (about 30 s with a warm Podman cache; the first run builds the stand-in base
-image, about 2 minutes).
+config.yaml, port 9188 published on 127.0.0.1) and reaches the host's loopback through
+slirp4netns (10.0.2.2), so the documented run path is what is tested. Numbers are checked
+against what the test wrote. The image's HEALTHCHECK is run as an engine runs it (see
+tests/e2e/containers.py), over plain HTTP, over TLS and over mTLS with basic auth. Slow (about a
+minute with a warm Podman cache; the first run builds the stand-in base image, about 2 minutes).
 """
 
 from __future__ import annotations
 
-import json
+import base64
 import os
+import ssl
+import textwrap
+import urllib.request
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import bcrypt
+import docker
 import psycopg
 import pytest
 import redis
+from docker.models.images import Image
 from prometheus_client.parser import text_string_to_metric_families
+from testcontainers.core.container import DockerContainer
 
-from exporter.demo.postgres import EmbeddedPostgres, free_port
+from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.redis import RedisServer
 from tests.e2e.containers import (
+    base_url,
     build_exporter_image,
-    cleanup,
-    health_status,
-    healthcheck_run,
+    git_revision,
+    healthcheck_config,
     http_get,
     logs,
-    podman,
+    package_version,
+    publish_on_loopback,
+    run_healthcheck,
     unique,
     wait_for,
 )
 from tests.synclog_rows import LogRow, insert_rows, insert_users
+from tests.tls_certs import issue, make_ca
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +65,7 @@ collectors:
   process: {enabled: false}
 """
 COLLECTORS = ("synclog", "business", "postgres", "redis", "disk")
+CONFIG_PATH = "/etc/customer-sync-exporter/config.yaml"
 
 
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -69,30 +83,48 @@ def value(data: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str,
     return data[key]
 
 
-def test_image_metadata_non_root_port_healthcheck() -> None:
-    image = build_exporter_image()
-    info = json.loads(podman("image", "inspect", image).stdout)[0]
-    config = info["Config"]
+@pytest.fixture(scope="module")
+def image(podman_api: docker.DockerClient) -> Image:
+    return build_exporter_image()
+
+
+def test_image_labels_user_port_healthcheck(image: Image) -> None:
+    config = image.attrs["Config"]
+    assert config["Labels"].items() >= {
+        "org.opencontainers.image.source": "https://github.com/freesport/customer-sync-exporter",
+        "org.opencontainers.image.licenses": "Apache-2.0",
+        "org.opencontainers.image.version": package_version(),
+        "org.opencontainers.image.revision": git_revision(),
+        "org.opencontainers.image.title": "customer-sync-exporter",
+    }.items()
     assert config["User"] == "10001:10001"
     assert "9188/tcp" in config["ExposedPorts"]
     env = dict(e.split("=", 1) for e in config["Env"])
-    assert env["HEALTHCHECK_URL"] == "http://127.0.0.1:9188/health/live"
-    health = info["Healthcheck"]["Test"]
-    assert health[0] == "CMD" and "HEALTHCHECK_URL" in health[-1]
+    assert env["HEALTHCHECK_ADDRESS"] == "127.0.0.1:9188"
     assert config["Entrypoint"] == ["customer-sync-exporter"]
-    assert "--config.file=/etc/customer-sync-exporter/config.yaml" in config["Cmd"]
-    # Multi-stage: no compiler, no pip in the runtime venv.
-    proc = podman("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c",
-                  "id -u; ls /opt/venv/bin; command -v gcc || echo no-gcc")
-    out = proc.stdout.split()
+    assert f"--config.file={CONFIG_PATH}" in config["Cmd"]
+    # Multi-stage: no compiler, no pip in the runtime venv; the version is the package's.
+    probe = (DockerContainer(image.id)
+             .with_kwargs(entrypoint=["sh", "-c"], network_mode="none")
+             .with_command(["id -u; ls /opt/venv/bin; command -v gcc || echo no-gcc; "
+                            "customer-sync-exporter --version"]))
+    with probe:
+        assert probe.wait() == 0
+        out = logs(probe).split()
+        # Podman's compat image inspect leaves the healthcheck out; the container has it.
+        health = healthcheck_config(probe)
     assert out[0] == "10001"
     assert "pip" not in out and "pip3" not in out and "no-gcc" in out
+    assert out[-2:] == ["customer-sync-exporter", package_version()]
+    assert health["Test"][0] == "CMD" and "HEALTHCHECK_ADDRESS" in health["Test"][-1]
+    seconds = 1_000_000_000
+    assert (health["Interval"], health["Timeout"], health["Retries"]) == (
+        15 * seconds, 5 * seconds, 3)
 
 
 def test_container_scraped_from_outside_matches_ground_truth(
-    pg: EmbeddedPostgres, db_dsn: str, tmp_path: Path
+    image: Image, pg: EmbeddedPostgres, db_dsn: str, tmp_path: Path
 ) -> None:
-    image = build_exporter_image()
     now = datetime.now(UTC)
 
     # --- ground truth: rows, users, queue items and log files written by this test -----------
@@ -133,23 +165,21 @@ def test_container_scraped_from_outside_matches_ground_truth(
 
     pg_password = pg.password
     dsn = db_dsn.replace("127.0.0.1", HOST_LOOPBACK)
-    port = free_port()
-    name = unique("cse-e2e-exporter")
+    exporter = (
+        DockerContainer(image.id)
+        .with_name(unique("cse-e2e-exporter"))
+        .with_env("CSE_DATABASE_DSN", dsn)
+        .with_env("CSE_REDIS_URL",
+                  f"redis://:{redis_password}@{HOST_LOOPBACK}:{rserver.port}/0")
+        .with_volume_mapping(config, CONFIG_PATH, "ro")
+        .with_volume_mapping(logs_dir, "/var/log/freesport", "ro")
+        .with_kwargs(network_mode="slirp4netns:allow_host_loopback=true",
+                     read_only=True, cap_drop=["ALL"])
+    )
+    publish_on_loopback(exporter, 9188)
     try:
-        with cleanup() as created:
-            podman(
-                "run", "-d", "--name", name,
-                "--network", "slirp4netns:allow_host_loopback=true",
-                "-p", f"127.0.0.1:{port}:9188",
-                "-e", f"CSE_DATABASE_DSN={dsn}",
-                "-e", f"CSE_REDIS_URL=redis://:{redis_password}@{HOST_LOOPBACK}:{rserver.port}/0",
-                "-v", f"{config}:/etc/customer-sync-exporter/config.yaml:ro",
-                "-v", f"{logs_dir}:/var/log/freesport:ro",
-                "--read-only", "--cap-drop", "ALL",
-                image,
-            )
-            created.append(("container", name))
-            url = f"http://127.0.0.1:{port}"
+        with exporter:
+            url = base_url(exporter, 9188)
             scraped: dict[str, str] = {}
 
             def all_collectors_ok() -> bool:
@@ -164,7 +194,7 @@ def test_container_scraped_from_outside_matches_ground_truth(
                                 (("operation_type", "created"), ("status", "success")))) == 7
 
             wait_for("every collector to succeed", all_collectors_ok, 60,
-                     lambda: logs(name) + "\n" + scraped.get("body", "")[-3000:])
+                     lambda: logs(exporter) + "\n" + scraped.get("body", "")[-3000:])
             data = parse(scraped["body"])
 
             assert value(data, "customer_sync_operations_total",
@@ -185,10 +215,13 @@ def test_container_scraped_from_outside_matches_ground_truth(
             assert value(data, "customer_sync_log_dir_files", dir="sync") == len(walked)
             assert value(data, "customer_sync_log_dir_bytes", dir="sync") == sum(
                 p.stat().st_size for p in walked)
+            build = [dict(labels) for name, labels in data
+                     if name == "customer_sync_exporter_build_info"]
+            assert [b["version"] for b in build] == [package_version()]
 
             # Secrets reach the container only through the environment and leave it nowhere.
             _, landing = http_get(url + "/")
-            container_logs = logs(name)
+            container_logs = logs(exporter)
             for secret in (pg_password, redis_password):
                 for where, text in (("/metrics", scraped["body"]), ("/", landing),
                                     ("logs", container_logs)):
@@ -196,27 +229,114 @@ def test_container_scraped_from_outside_matches_ground_truth(
 
             # The image's HEALTHCHECK (python stdlib, no curl) passes against the live exporter.
             status, body = http_get(url + "/health/live")
-            assert (status, json.loads(body)) == (200, {"status": "ok"})
-            assert healthcheck_run(name) == 0
-            assert health_status(name) == "healthy"
+            assert status == 200, body
+            assert run_healthcheck(exporter) == 0
             status, body = http_get(url + "/health/ready")
             assert status == 200, body
-            assert podman("exec", name, "id", "-u").stdout.strip() == "10001"
+            assert exporter.exec(["id", "-u"]).output.decode().strip() == "10001"
     finally:
         rserver.stop()
 
 
-def test_healthcheck_fails_when_nothing_serves() -> None:
-    """The same HEALTHCHECK reports unhealthy when the exporter is not listening."""
-    image = build_exporter_image()
-    name = unique("cse-e2e-unhealthy")
-    with cleanup() as created:
-        podman("run", "-d", "--name", name, "--network", "none", "--entrypoint", "sleep",
-               image, "120")
-        created.append(("container", name))
-        codes = [healthcheck_run(name) for _ in range(3)]
-        assert all(code != 0 for code in codes), codes
-        # Failures inside the 20 s start period do not count yet (Docker's rule too), so the
-        # state is "starting", never "healthy". Podman 4.3 ignores --health-start-period unless
-        # the command is overridden as well, which would no longer test the image's own check.
-        assert health_status(name) == "starting"
+def test_healthcheck_fails_when_nothing_serves(image: Image) -> None:
+    """The same HEALTHCHECK reports failure when the exporter is not listening."""
+    idle = (DockerContainer(image.id)
+            .with_kwargs(entrypoint=["sleep"], network_mode="none")
+            .with_command(["120"]))
+    with idle:
+        codes = [run_healthcheck(idle) for _ in range(3)]
+    assert all(code != 0 for code in codes), codes
+
+
+# --- the HEALTHCHECK when the exporter serves TLS --------------------------------------------
+
+DISK_ONLY = """
+collectors:
+  synclog: {enabled: false}
+  business: {enabled: false}
+  postgres: {enabled: false}
+  redis: {enabled: false}
+  onec: {enabled: false}
+  process: {enabled: false}
+  disk:
+    dirs:
+      - {name: config, path: /etc/customer-sync-exporter}
+"""
+WEB_DIR = "/etc/customer-sync-exporter/web"
+USER, PASSWORD = "prometheus", "scrape-" + os.urandom(4).hex()
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, ssl.SSLContext]]:
+    """A web folder with a server certificate, a client CA and the exporter's config, and a
+    client context that trusts the server and presents a client certificate."""
+    folder = tmp_path_factory.mktemp("web")
+    ca = make_ca("e2e CA")
+    issue(ca, "exporter", sans=("localhost", "127.0.0.1")).write(folder, "server")
+    (folder / "ca.crt").write_text(ca.cert_pem)
+    client_cert = issue(ca, "prometheus", client=True)
+    client_cert.write(folder / "client", "client")
+    (folder / "config.yaml").write_text(DISK_ONLY)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    (folder / "tls.yml").write_text(textwrap.dedent("""\
+        tls_server_config:
+          cert_file: server.crt
+          key_file: server.key
+        """))
+    (folder / "mtls-auth.yml").write_text(textwrap.dedent(f"""\
+        tls_server_config:
+          cert_file: server.crt
+          key_file: server.key
+          client_auth_type: RequireAndVerifyClientCert
+          client_ca_file: ca.crt
+        basic_auth_users:
+          {USER}: {hashed}
+        """))
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # readable by the container's user 10001
+    folder.chmod(0o755)
+    context = ssl.create_default_context(cafile=str(folder / "ca.crt"))
+    context.load_cert_chain(folder / "client" / "client.crt", folder / "client" / "client.key")
+    yield folder, context
+
+
+@pytest.mark.parametrize(("web_config", "flags", "healthy"), [
+    ("tls.yml", [], True),
+    ("mtls-auth.yml", ["--web.health-without-auth"], True),
+    # The probe has no client certificate: without the flag the handshake refuses it.
+    ("mtls-auth.yml", [], False),
+])
+def test_healthcheck_over_tls(image: Image, tls_files: tuple[Path, ssl.SSLContext],
+                              web_config: str, flags: list[str], healthy: bool) -> None:
+    folder, client_tls = tls_files
+    exporter = (
+        DockerContainer(image.id)
+        .with_volume_mapping(folder, WEB_DIR, "ro")
+        .with_command(["serve", f"--config.file={WEB_DIR}/config.yaml",
+                       "--web.listen-address=:9188",
+                       f"--web.config.file={WEB_DIR}/{web_config}", *flags])
+        .with_kwargs(read_only=True, cap_drop=["ALL"])
+    )
+    publish_on_loopback(exporter, 9188)
+    credentials = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    with exporter:
+        url = base_url(exporter, 9188, "https")
+
+        def scrape() -> tuple[int, str]:
+            request = urllib.request.Request(f"{url}/metrics",
+                                             headers={"Authorization": f"Basic {credentials}"})
+            return http_get(request, context=client_tls)
+
+        wait_for("the exporter to serve TLS", lambda: scrape()[0] == 200, 60,
+                 lambda: logs(exporter))
+        status, body = scrape()
+        assert status == 200, body
+        assert value(parse(body), "customer_sync_exporter_collector_success",
+                     collector="disk") == 1
+        # It speaks TLS only: a plain-HTTP request gets no page (an error, or at most a 400).
+        try:
+            plain = http_get(base_url(exporter, 9188) + "/health/live")[0]
+        except OSError:
+            plain = 0
+        assert plain in {0, 400}, plain
+        assert (run_healthcheck(exporter) == 0) is healthy, logs(exporter)
