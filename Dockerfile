@@ -31,9 +31,10 @@ ARG VERSION=
 RUN test -f README.md || echo "customer-sync-exporter" > README.md \
     && /opt/venv/bin/python3 -m pip install --no-deps . \
     && /opt/venv/bin/python3 -m pip uninstall -y pip setuptools \
-    && package="$(/opt/venv/bin/customer-sync-exporter --version)" \
-    && { [ -z "$VERSION" ] || [ "$package" = "customer-sync-exporter $VERSION" ] \
-         || { echo "VERSION=$VERSION, but the package says: $package" >&2; exit 1; }; }
+    && /opt/venv/bin/customer-sync-exporter --version \
+    && package="$(/opt/venv/bin/python3 -c 'import importlib.metadata as m; print(m.version("customer-sync-exporter"))')" \
+    && { [ -z "$VERSION" ] || [ "$VERSION" = "$package" ] \
+         || { echo "VERSION=$VERSION, but the package is version $package" >&2; exit 1; }; }
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=

@@ -29,10 +29,12 @@ import redis
 from docker.models.images import Image
 from prometheus_client.parser import text_string_to_metric_families
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.image import DockerImage
 
 from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.redis import RedisServer
 from tests.e2e.containers import (
+    REPO,
     base_url,
     build_exporter_image,
     git_revision,
@@ -115,11 +117,21 @@ def test_image_labels_user_port_healthcheck(image: Image) -> None:
         health = healthcheck_config(probe)
     assert out[0] == "10001"
     assert "pip" not in out and "pip3" not in out and "no-gcc" in out
-    assert out[-2:] == ["customer-sync-exporter", package_version()]
+    assert package_version() in out[out.index("no-gcc") + 1:]  # --version's output
     assert health["Test"][0] == "CMD" and "HEALTHCHECK_ADDRESS" in health["Test"][-1]
     seconds = 1_000_000_000
     assert (health["Interval"], health["Timeout"], health["Retries"]) == (
         15 * seconds, 5 * seconds, 3)
+
+
+def test_build_refuses_a_version_that_is_not_the_packages(image: Image) -> None:
+    """The version label can only be the package's: a wrong VERSION fails the build."""
+    wrong = DockerImage(path=REPO, clean_up=False, network_mode="host",
+                        buildargs={"VERSION": package_version() + ".1", "REVISION": "x"})
+    with pytest.raises(docker.errors.BuildError) as failed:
+        wrong.build()
+    log = "".join(str(part.get("stream", "")) for part in failed.value.build_log)
+    assert f"but the package is version {package_version()}" in log, log[-2000:]
 
 
 def test_container_scraped_from_outside_matches_ground_truth(
