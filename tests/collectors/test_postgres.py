@@ -16,9 +16,17 @@ from collectors.postgres import OTHER_APPLICATION, STATES, PostgresCollector
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, PostgresConfig
 from exporter.db import Database
-from exporter.demo.postgres import EmbeddedPostgres
 from tests.conftest import server_dir
 from tests.exposition import promtool_problems, samples, value
+from tests.pg_majors import (
+    EXPORTER_PASSWORD,
+    EXPORTER_ROLE,
+    PgMajor,
+    exporter_role_dsn,
+    grant_exporter,
+)
+
+pytestmark = pytest.mark.every_pg_major
 
 
 @pytest.fixture
@@ -27,10 +35,10 @@ def app_name() -> str:
 
 
 @pytest.fixture
-def db(db_dsn: str, app_name: str) -> Iterator[Database]:
+def db(exporter_dsn: str, app_name: str) -> Iterator[Database]:
     # One pooled connection: the exporter's only backend is the one running the query.
     database = Database(
-        DatabaseConfig(dsn=SecretStr(db_dsn), application_name=app_name, pool_max_size=1)
+        DatabaseConfig(dsn=SecretStr(exporter_dsn), application_name=app_name, pool_max_size=1)
     )
     yield database
     database.close()
@@ -137,6 +145,40 @@ def test_connections_by_state_appear_and_disappear(
         assert after == before
 
 
+def test_sessions_hidden_from_the_role_count_as_unknown(
+    db: Database, db_dsn: str, app_name: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Without pg_read_all_stats, another role's sessions show neither state nor backend_type
+    (both NULL): they still count, under 'unknown' and by application_name, not vanish."""
+    collector = PostgresCollector(db, PostgresConfig(application_names=["freesport-web"]))
+    others = [psycopg.connect(db_dsn, application_name="freesport-web") for _ in range(3)]
+    conn.execute(f"REVOKE pg_read_all_stats FROM {EXPORTER_ROLE}")
+    try:
+        with psycopg.connect(db_dsn, autocommit=True, application_name="checker") as checker:
+
+            def got() -> dict[Any, float]:
+                families = collector.collect(Deadline.after(5))
+                return {"total": sum(samples(families, "customer_sync_postgres_connections")
+                                     .values()),
+                        **samples(families, "customer_sync_postgres_application_connections")}
+
+            def truth() -> dict[Any, float]:
+                states = independent_states(checker, app_name)
+                return {"total": float(sum(states.values())), ("freesport-web",): 3.0,
+                        (OTHER_APPLICATION,): float(sum(states.values()) - 3)}
+
+            seen, expected = settled(got, truth)
+            assert seen == expected
+            families = collector.collect(Deadline.after(5))
+            states = samples(families, "customer_sync_postgres_connections")
+            # Every session but the exporter's own pool is another role's: none has a state.
+            assert states[("unknown",)] == seen["total"] >= 5  # 3 + checker + conn
+    finally:
+        conn.execute(f"GRANT pg_read_all_stats TO {EXPORTER_ROLE}")
+        for other in others:
+            other.close()
+
+
 def test_application_allow_list_with_other_bucket(db: Database, db_dsn: str, app_name: str) -> None:
     config = PostgresConfig(application_names=["freesport-web", "celery", "never-connected"])
     collector = PostgresCollector(db, config)
@@ -231,33 +273,31 @@ def test_exhausted_pool_reports_waiters_and_times_out(db: Database) -> None:
     assert promtool_problems(partial) == ""
 
 
-def test_usable_connections_and_kill_and_recovery() -> None:
-    server = EmbeddedPostgres(
-        server_dir("usable"),
-        settings={
-            "max_connections": "40",
-            "superuser_reserved_connections": "2",
-            "reserved_connections": "5",
-        },
+def test_usable_connections_and_kill_and_recovery(pg_major: PgMajor) -> None:
+    """reserved_connections (for pg_use_reserved_connections) exists only from PostgreSQL 16."""
+    settings = {"max_connections": 40, "superuser_reserved_connections": 2}
+    if pg_major.major >= 16:
+        settings["reserved_connections"] = 5
+    server = pg_major.server(
+        server_dir("usable"), settings={k: str(v) for k, v in settings.items()}
     ).start()
-    db = Database(DatabaseConfig(dsn=SecretStr(server.dsn("postgres")), connect_timeout=1))
+    db = Database(DatabaseConfig(dsn=SecretStr(exporter_role_dsn(server)), connect_timeout=1))
     collector = PostgresCollector(db, PostgresConfig())
     try:
+        server.create_database()
+        grant_exporter(server, "freesport")
         families = collector.collect(Deadline.after(5))
         with psycopg.connect(server.dsn("postgres")) as conn:
-            settings = dict(
+            found = dict(
                 conn.execute(
                     "SELECT name, setting::int FROM pg_settings WHERE name IN"
                     " ('max_connections', 'superuser_reserved_connections',"
                     " 'reserved_connections')"
                 ).fetchall()
             )
-        assert settings == {
-            "max_connections": 40,
-            "superuser_reserved_connections": 2,
-            "reserved_connections": 5,
-        }
-        assert value(families, "customer_sync_postgres_connections_usable") == 40 - 2 - 5
+        assert found == settings
+        usable = 40 - 2 - (5 if pg_major.major >= 16 else 0)
+        assert value(families, "customer_sync_postgres_connections_usable") == usable
         assert value(families, "customer_sync_postgres_up") == 1
 
         server.kill()
@@ -284,9 +324,10 @@ def test_usable_connections_and_kill_and_recovery() -> None:
         server.stop()
 
 
-def test_wrong_password_is_auth_and_never_shown(pg: EmbeddedPostgres) -> None:
-    wrong = "not-" + pg.password
-    dsn = pg.dsn("postgres").replace(f":{pg.password}@", f":{wrong}@")
+def test_wrong_password_is_auth_and_never_shown(exporter_dsn: str) -> None:
+    wrong = "not-" + EXPORTER_PASSWORD
+    dsn = exporter_dsn.replace(f":{EXPORTER_PASSWORD}@", f":{wrong}@")
+    assert wrong in dsn
     db = Database(DatabaseConfig(dsn=SecretStr(dsn), connect_timeout=1))
     try:
         with pytest.raises(CollectorError) as caught:
@@ -295,4 +336,4 @@ def test_wrong_password_is_auth_and_never_shown(pg: EmbeddedPostgres) -> None:
         db.close()
     assert caught.value.reason is Reason.AUTH, caught.value.message
     assert value(caught.value.partial, "customer_sync_postgres_up") == 0
-    assert wrong not in caught.value.message and pg.password not in caught.value.message
+    assert wrong not in caught.value.message and EXPORTER_PASSWORD not in caught.value.message

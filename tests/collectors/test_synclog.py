@@ -16,6 +16,7 @@ from collectors.synclog import SyncLogCollector, bucket_thresholds_ms, percentil
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, SyncLogConfig
 from exporter.db import Database
+from tests.pg_majors import PgMajor, grant_exporter
 from tests.synclog_rows import (
     NOW,
     Clock,
@@ -30,16 +31,18 @@ from tests.synclog_rows import (
 
 WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
 
+pytestmark = pytest.mark.every_pg_major
+
 
 
 
 
 @pytest.fixture
-def make_collector(db_dsn: str) -> Iterator[Callable[..., SyncLogCollector]]:
+def make_collector(exporter_dsn: str) -> Iterator[Callable[..., SyncLogCollector]]:
     dbs: list[Database] = []
 
     def make(clock: Clock | None = None, **config: Any) -> SyncLogCollector:
-        db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
+        db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
         dbs.append(db)
         return SyncLogCollector(db, SyncLogConfig(**config), clock=clock)
 
@@ -303,14 +306,13 @@ def test_startup_pass_blocked_reports_timeout_then_recovers(db_dsn: str, conn,
     assert sum(pick(scrape(collector), "customer_sync_operations_total").values()) == 3
 
 
-def test_database_outage_loses_and_duplicates_nothing() -> None:
-    from exporter.demo.postgres import EmbeddedPostgres
+def test_database_outage_loses_and_duplicates_nothing(pg_major: PgMajor) -> None:
     from tests.conftest import server_dir
 
-    server = EmbeddedPostgres(server_dir("outage")).start()
+    server = pg_major.server(server_dir("outage")).start()
     try:
         dsn = server.create_database()
-        db = Database(DatabaseConfig(dsn=dsn))  # type: ignore[arg-type]
+        db = Database(DatabaseConfig(dsn=grant_exporter(server, "freesport")))  # type: ignore[arg-type]
         collector = SyncLogCollector(db, SyncLogConfig(), clock=Clock())
         with psycopg.connect(dsn, autocommit=True) as c:
             insert_rows(c, [LogRow("created", "success", ts(NOW - 10))] * 5)

@@ -36,6 +36,7 @@ from exporter.demo.onec import Mode, OneCStandIn
 from exporter.demo.postgres import EmbeddedPostgres, free_port
 from exporter.demo.redis import RedisServer
 from tests.conftest import require_binary, server_dir
+from tests.pg_majors import DEFAULT_MAJOR, PgMajor, exporter_role_dsn, grant_exporter
 from tests.synclog_rows import LogRow, insert_rows
 from tests.tls_certs import Issued, issue, make_ca
 
@@ -485,6 +486,7 @@ class Stack:
     config: Path
     exporter: ExporterProcess
     dirs: dict[str, Path]
+    exporter_dsn: str  # what the exporter's config says: the README's role, or the superuser
     scrapers: Scrapers | None = None
     writer: Writer | None = None
     reset_windows: list[tuple[float, float]] = field(default_factory=list)
@@ -498,7 +500,14 @@ class Stack:
     # -- database --
 
     def dsn(self, dbname: str = "freesport") -> str:
+        """The superuser's: for the test's writers and ground truth."""
         return self.pg.dsn(dbname)
+
+    def create_database(self) -> None:
+        """``freesport`` with the schema, and the README's grants when the exporter uses them."""
+        self.pg.create_database()
+        if self.exporter_dsn != self.dsn():
+            grant_exporter(self.pg, "freesport", password=self.markers.pg_password)
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         return psycopg.connect(self.dsn(), autocommit=True, application_name="faults-test",
@@ -615,8 +624,11 @@ collectors:
 """
 
 
-def build_stack(prefix: str, markers: Markers, *, log_format: str = "json") -> Stack:
-    """Everything except PostgreSQL's server process, which the caller starts (or not)."""
+def build_stack(prefix: str, markers: Markers, *, log_format: str = "json",
+                pg_major: PgMajor = DEFAULT_MAJOR, least_privilege: bool = False) -> Stack:
+    """Everything except PostgreSQL's server process, which the caller starts (or not), then
+    ``create_database()``. With ``least_privilege`` the exporter logs in as the README's role
+    (password ``markers.pg_password``), else as the superuser with that password."""
     base = server_dir(prefix)
     base.chmod(0o755)
     ca = make_ca("faults CA")
@@ -632,15 +644,21 @@ def build_stack(prefix: str, markers: Markers, *, log_format: str = "json") -> S
         (dirs["app"] / f"django-{i}.log").write_text("x" * (100 + i))
     (dirs["gone"] / "celery.log").write_text("y" * 50)
     (dirs["locked"] / "secret.log").write_text("z" * 70)
-    pg = EmbeddedPostgres(base / "pg", password=markers.pg_password)
+    if least_privilege:
+        pg = pg_major.server(base / "pg")
+        exporter_dsn = exporter_role_dsn(pg, password=markers.pg_password)
+    else:
+        pg = pg_major.server(base / "pg", password=markers.pg_password)
+        exporter_dsn = pg.dsn()
     redis_server = RedisServer(base / "redis", password=markers.redis_password).start()
     onec = OneCStandIn(path=ONEC_PATH, username="exporter", password=markers.onec_password,
                        certfile=server_cert[0], keyfile=server_cert[1], slow_seconds=30).start()
     config = base / "config.yaml"
-    config.write_text(config_text(dirs, pg.dsn(), redis_server.url(), onec.url, ca_file, markers))
+    config.write_text(config_text(dirs, exporter_dsn, redis_server.url(), onec.url, ca_file,
+                                  markers))
     exporter = ExporterProcess(config, base / "exporter.log", log_format)
     return Stack(base, markers, pg, redis_server, onec, ca, server_cert, logs, config, exporter,
-                 dirs)
+                 dirs, exporter_dsn)
 
 
 def close_stack(stack: Stack) -> None:

@@ -41,10 +41,12 @@ from tests.e2e.faults_stack import (
     close_stack,
     leaks,
 )
+from tests.pg_majors import PgMajor
 from tests.synclog_rows import LogRow, insert_rows
 from tests.tls_certs import issue, make_ca
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+# The PostgreSQL cases run on every major (a stack each); the others on the default one only.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), pytest.mark.every_pg_major]
 
 MARKERS = Markers()
 DB_COLLECTORS = ("synclog", "business", "postgres")
@@ -60,8 +62,8 @@ class Faults:
 
 
 @pytest.fixture(scope="module")
-def faults() -> Iterator[Faults]:
-    stack = build_stack("faults", MARKERS)
+def faults(pg_major: PgMajor) -> Iterator[Faults]:
+    stack = build_stack("faults", MARKERS, pg_major=pg_major, least_privilege=True)
     huge = HugeFolder(stack.base / "huge-staging", stack.dirs["huge"])
     try:
         huge.start()  # a million files, made in the background while the first cases run
@@ -70,7 +72,7 @@ def faults() -> Iterator[Faults]:
         stack.pg.init()
         down = stack.exporter.probe()
         stack.pg.start()
-        stack.pg.create_database()
+        stack.create_database()
         stack.writer = Writer(stack.dsn()).start()
         yield Faults(stack, huge, down)
     finally:
@@ -337,6 +339,7 @@ def queue_truth(s: Stack) -> int:
         client.close()
 
 
+@pytest.mark.one_pg_major
 def test_redis_down_and_flapping(faults: Faults) -> None:
     s = faults.stack
     s.wait_healthy()
@@ -368,6 +371,7 @@ def test_redis_down_and_flapping(faults: Faults) -> None:
 # --- the 1C HTTP service -------------------------------------------------------------------------
 
 
+@pytest.mark.one_pg_major
 @pytest.mark.parametrize(
     ("mode", "reason", "status_code"),
     [(Mode.SLOW, "timeout", 0), (Mode.ERROR, "http_status", 500), (Mode.DOWN, "connect", 0),
@@ -395,6 +399,7 @@ def test_onec_fault(faults: Faults, mode: Mode, reason: str, status_code: int) -
     s.assert_counts_match()
 
 
+@pytest.mark.one_pg_major
 @pytest.mark.parametrize("kind", ["wrong-ca", "expired"])
 def test_onec_bad_certificate(faults: Faults, kind: str) -> None:
     s = faults.stack
@@ -436,6 +441,7 @@ def assert_dir_matches(p: Probe, name: str, root: Path) -> None:
     assert p.dir_value("walk_complete", name) == 1
 
 
+@pytest.mark.one_pg_major
 def test_log_folder_removed_then_back(faults: Faults) -> None:
     s = faults.stack
     s.wait_healthy()
@@ -458,6 +464,7 @@ def test_log_folder_removed_then_back(faults: Faults) -> None:
     s.assert_counts_match()
 
 
+@pytest.mark.one_pg_major
 def test_log_folder_unreadable_then_readable(faults: Faults) -> None:
     s = faults.stack
     s.wait_healthy()
@@ -480,6 +487,7 @@ def test_log_folder_unreadable_then_readable(faults: Faults) -> None:
     s.assert_counts_match()
 
 
+@pytest.mark.one_pg_major
 def test_log_folder_with_a_million_files(faults: Faults) -> None:
     s, huge = faults.stack, faults.huge
     s.wait_healthy()
@@ -517,6 +525,7 @@ def reload_state(p: Probe) -> tuple[float | None, float | None]:
             p.value("customer_sync_exporter_config_last_reload_success_timestamp_seconds"))
 
 
+@pytest.mark.one_pg_major
 def test_config_replaced_with_garbage_keeps_the_old_config(faults: Faults) -> None:
     s = faults.stack
     assert s.exporter.proc is not None
@@ -538,7 +547,7 @@ def test_config_replaced_with_garbage_keeps_the_old_config(faults: Faults) -> No
         #    belongs), applied by SIGHUP.
         broken = original.replace("    walk_timeout:", "    walk_timout:").replace(
             "  connect_timeout: 2s\n", "").replace(
-            "database:\n  dsn: '" + s.dsn() + "'\n",
+            "database:\n  dsn: '" + s.exporter_dsn + "'\n",
             f"database: 'postgresql://postgres:{new_secret}@127.0.0.1:{s.pg.port}/freesport'\n")
         assert broken.count("walk_timout") == 1 and new_secret in broken
         typo_line = broken.splitlines().index("    walk_timout: 1s") + 1
