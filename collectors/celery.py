@@ -51,6 +51,9 @@ def make_app(config: CeleryConfig) -> Any:
         broker_connection_timeout=config.connect_timeout,
         broker_connection_retry=False,
         broker_connection_max_retries=0,
+        # kombu's default channel retries a failed connect for connect_timeout first; our loop
+        # retries instead, so a refused connection is reported at once.
+        broker_transport_options={"max_retries": 0},
         result_backend=None,
         worker_hijack_root_logger=False,
     )

@@ -156,13 +156,15 @@ class CeleryTally:
         hostname = event.get("hostname")
         if group not in ("task", "worker") or not isinstance(hostname, str):
             return False
+        if kind == "task-sent":  # from the client that published the task, not a worker
+            self._on_task(subject, event)
+            return False
         now = float(event.get("local_received") or 0.0)
         worker, new = self._worker(hostname, now)
         if group == "worker":
             self._on_worker(worker, subject, event, now)
             return new or (subject == "online")
-        if subject != "sent":  # task-sent comes from the client that published the task
-            worker.task_events_seen += 1
+        worker.task_events_seen += 1
         self._on_task(subject, event)
         return new
 

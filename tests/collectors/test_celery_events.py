@@ -220,3 +220,13 @@ def test_state_stays_bounded_by_the_task_lru() -> None:
         t.on_event(task_event("received", f"id{i}", float(i), name="a", args="x" * 500))
     assert len(t.state.tasks) <= 100
     assert all(getattr(task, "args", None) is None for task in t.state.tasks.values())
+
+
+def test_task_sent_by_a_client_names_the_task_and_makes_no_worker() -> None:
+    t = tally(["imp"])
+    sent = task_event("sent", "t1", 1.0, name="imp")
+    sent["hostname"] = "gen42@web"  # the Django process that called apply_async
+    t.on_event(sent)
+    t.on_event(task_event("revoked", "t1", 2.0))  # revoked before a worker received it
+    assert samples(t.task_families(), "customer_sync_celery_tasks_total")[("imp", "revoked")] == 1
+    assert samples(t.worker_families(2.0), "customer_sync_celery_worker_up") == {(HOST,): 0.0}
