@@ -178,6 +178,11 @@ class BusinessCollector:
             " WHERE created_at > %(since)s"
         ).format(users)
         self.user_rows: list[tuple[Any, ...]] = []
+        self.export_oldest_query = sql.SQL(
+            "SELECT (extract(epoch FROM min(updated_at)) * 1000000)::int8 FROM {}"
+            " WHERE needs_1c_export AND is_active"
+        ).format(users)
+        self.export_oldest_us: int | None = None
         self.created_us: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
         self.imports_query = sql.SQL(
             "SELECT import_type, status, count(*), max(extract(epoch FROM finished_at))::float8"
@@ -191,9 +196,11 @@ class BusinessCollector:
                 self.conflict_rows = conn.execute(self.conflicts_query).fetchall()
             if self.users_gate.changed(conn):
                 self._read_users(conn, now)
+                self.export_oldest_us = self._read_export_oldest(conn)
             tables = [
                 *self._conflict_records(self.conflict_rows),
                 *self._users(now),
+                self._export_queue_age(now),
                 *self._imports(conn.execute(self.imports_query).fetchall()),
             ]
         tail = self.synclog.tail
@@ -331,6 +338,26 @@ class BusinessCollector:
                 )
         queue.add_metric([], waiting)
         return [customers, created, queue]
+
+    def _read_export_oldest(self, conn: Any) -> int | None:
+        row = conn.execute(self.export_oldest_query).fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def _export_queue_age(self, now_us: int) -> Metric:
+        """How long the export backlog's oldest user has waited. users has no "flagged at"
+        column: needs_1c_export defaults to false and is raised on an existing row, and Django's
+        save() then moves updated_at (auto_now), so updated_at is the latest time the wait can
+        have begun. created_at/date_joined would count a long-standing customer's whole life,
+        and last_sync_at is NULL for a user never synced."""
+        oldest = self.export_oldest_us
+        age = 0.0 if oldest is None else max(0.0, (now_us - oldest) / 1_000_000)
+        return GaugeMetricFamily(
+            "customer_sync_export_queue_oldest_age_seconds",
+            "Seconds since updated_at of the oldest active user waiting for export to 1C "
+            "(needs_1c_export); 0 when none waits. updated_at stands for 'since when': saving the "
+            "flag sets it, so this is a lower bound (a later edit of that user restarts it).",
+            value=age,
+        )
 
     def _imports(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
         sessions = GaugeMetricFamily(

@@ -240,6 +240,52 @@ class RedisConfig(_Model):
         return value
 
 
+SHOP_CELERY_TASKS = (
+    "apps.integrations.tasks.run_selective_import_task",
+    "apps.products.tasks.cleanup_stale_import_sessions",
+    "apps.cart.tasks.clear_abandoned_carts_task",
+    "apps.users.tasks.monitor_pending_verification_queue",
+)
+
+
+class CeleryConfig(_Model):
+    """Celery workers and tasks, read from the broker as Celery's own monitors read them."""
+
+    enabled: bool = False
+    broker_url: SecretStr = SecretStr("redis://localhost:6379/0")
+    password_file: SecretFromFile | None = None
+    required: bool = False
+    tasks: Annotated[list[str], AfterValidator(lambda v: _unique(v, "task"))] = Field(
+        default_factory=lambda: list(SHOP_CELERY_TASKS)
+    )
+    max_other_tasks: int = Field(20, ge=0, le=500)
+    enable_events: bool = True
+    connect_timeout: PositiveDuration = 3.0
+    inspect_interval: PositiveDuration = 30.0
+    inspect_timeout: PositiveDuration = 1.0
+    forget_worker_after: PositiveDuration = 900.0
+    max_tasks_in_memory: int = Field(10_000, ge=100, le=1_000_000)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _broker_url(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith(("redis://", "rediss://", "redis+socket://")):
+            raise ValueError(
+                "invalid Celery broker URL: use redis://host:6379/0, rediss://... or "
+                "redis+socket:///path (only the Redis transport is supported)"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts_fit(self) -> CeleryConfig:
+        if self.inspect_timeout >= self.inspect_interval:
+            raise KeyedValueError(
+                f"must be shorter than inspect_interval ({self.inspect_interval:g}s)",
+                ("inspect_timeout",),
+            )
+        return self
+
+
 class LogDirConfig(_Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     path: Path
@@ -333,6 +379,7 @@ class CollectorsConfig(_Model):
     disk: DiskConfig = Field(default_factory=lambda: DiskConfig())
     onec: OneCConfig = Field(default_factory=lambda: OneCConfig())
     process: ProcessConfig = Field(default_factory=lambda: ProcessConfig())
+    celery: CeleryConfig = Field(default_factory=lambda: CeleryConfig())
 
     def enabled_names(self) -> list[str]:
         return [name for name in type(self).model_fields if getattr(self, name).enabled]

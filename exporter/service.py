@@ -60,6 +60,10 @@ def build_collectors(config: Config, db: Database | None) -> list[Collector]:
         from collectors.process import ProcessGroupCollector
 
         out.append(ProcessGroupCollector(c.process))
+    if c.celery.enabled:
+        from collectors.celery import CeleryCollector
+
+        out.append(CeleryCollector(c.celery))
     return out
 
 
@@ -72,6 +76,8 @@ def required_collectors(config: Config) -> list[str]:
         names.append("redis")
     if config.collectors.onec.enabled and config.collectors.onec.required:
         names.append("onec")
+    if config.collectors.celery.enabled and config.collectors.celery.required:
+        names.append("celery")
     return names
 
 

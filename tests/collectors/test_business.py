@@ -377,3 +377,39 @@ def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, expor
         locker.close()
         db.close()
 
+
+
+def test_export_queue_oldest_age_equals_sql(db_dsn: str, conn, business) -> None:
+    """Age of the oldest active user waiting for export, from updated_at, against SQL at the
+    collector's own now (the injected clock); it grows with the clock while the table rests."""
+    collector, clock = business
+
+    def write(query: str, params: tuple[Any, ...] = ()) -> None:
+        # Its own short session: a backend that ends flushes its table statistics at once,
+        # while a busy one may hold them back for seconds (and the collector gates on them).
+        with psycopg.connect(db_dsn, autocommit=True) as session:
+            session.execute(query, params)
+
+    ages = {"old": 3600.5, "new": 100.0, "inactive": 99_999.0, "not_waiting": 50_000.0}
+    ids = {name: insert_users(conn, 1, needs_export=name != "not_waiting",
+                              active=name != "inactive")[0] for name in ages}
+    for name, age in ages.items():
+        write("UPDATE users SET updated_at = %s WHERE id = %s", (ts(clock.now - age), ids[name]))
+
+    def expected() -> float:
+        (age,) = conn.execute(
+            "SELECT coalesce(extract(epoch FROM %s::timestamptz - min(updated_at)), 0)::float8"
+            " FROM users WHERE needs_1c_export AND is_active", (ts(clock.now),)).fetchone()
+        return float(age)
+
+    name = ("customer_sync_export_queue_oldest_age_seconds", ())
+    time.sleep(1.1)  # the users table is re-read when its statistics move (they lag ~1 s)
+    assert scrape(collector)[name] == expected() == 3600.5
+    clock.now += 60  # no write: the age still follows the clock
+    assert scrape(collector)[name] == expected() == 3660.5
+    write("UPDATE users SET needs_1c_export = false WHERE id = %s", (ids["old"],))
+    time.sleep(1.1)
+    assert scrape(collector)[name] == expected() == 160.0
+    write("UPDATE users SET needs_1c_export = false")
+    time.sleep(1.1)
+    assert scrape(collector)[name] == expected() == 0.0
