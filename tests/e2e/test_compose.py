@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 from tests.conftest import require_binary
 from tests.e2e.containers import (
     EXPORTER_IMAGE,

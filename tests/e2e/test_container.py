@@ -20,7 +20,8 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.demo.postgres import EmbeddedPostgres, free_port
+from exporter.demo.ports import free_port
+from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.redis import RedisServer
 from tests.e2e.containers import (
     build_exporter_image,

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import requests
 
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 from tests.conftest import require_binary
 
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")

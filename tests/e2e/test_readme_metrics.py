@@ -17,7 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import COLLECTOR_NAMES
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 ROW = re.compile(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*(\w*)\s*\|")
