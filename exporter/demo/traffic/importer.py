@@ -20,7 +20,7 @@ from exporter.demo.traffic.rows import (
     UserRow,
     UserUpdate,
 )
-from exporter.demo.traffic.state import Counterparty, Customer, TrafficState
+from exporter.demo.traffic.state import Counterparty, Customer, TrafficState, Writer
 from exporter.demo.traffic.values import (
     B2B_ROLES,
     IMPORTED_ROLE,
@@ -64,13 +64,8 @@ def _new_stats() -> dict[str, Any]:
     }
 
 
-class CustomerImporter:
+class CustomerImporter(Writer):
     """The 1C import lane: idle between runs, a run every ``import_gap_seconds``."""
-
-    def __init__(self, state: TrafficState) -> None:
-        self.state = state
-        self.rng = state.rng
-        self.draw = state.draw
 
     def lane(self) -> Iterator[Op | None]:
         """Import runs forever; ``None`` while idle (between runs, or waiting out an outage)."""

@@ -11,27 +11,23 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import Generator, Iterator
-from typing import Any
+from collections.abc import Callable, Generator, Iterator, Sequence
+from typing import Any, TypeVar
 
 from exporter.demo.traffic.importer import create_1c_customer
 from exporter.demo.traffic.rows import STAMP, LogRow, Op, UserUpdate
-from exporter.demo.traffic.state import Counterparty, Customer, TrafficState
+from exporter.demo.traffic.state import Counterparty, Customer, Writer
 from exporter.demo.traffic.values import OUTAGE_ERRORS, PROCESSOR_ERRORS
 
+T = TypeVar("T")
 EXPORT_ERROR = (
     "500 Server Error: Internal Server Error for url: "
     "http://1c.freesport.local/base/hs/exchange/customers"
 )
 
 
-class SyncLogger:
+class SyncLogger(Writer):
     """The logger runs; ``run_*`` methods are the side activities the model interleaves."""
-
-    def __init__(self, state: TrafficState) -> None:
-        self.state = state
-        self.rng = state.rng
-        self.draw = state.draw
 
     # -- the rows --
 
@@ -42,6 +38,16 @@ class SyncLogger:
         return LogRow(
             op, status, corr, onec_id=onec_id, error_message=error, details=details,
             session="", customer_id=customer, duration_ms=duration,
+        )
+
+    def _customer_row(
+        self, corr: uuid.UUID, op: str, user: Customer, details: dict[str, Any], duration: int,
+        error: str | None,
+    ) -> LogRow:
+        """A row about one customer: success, or error with ``error`` as its message."""
+        return self._row(
+            corr, op, "error" if error else "success", duration, onec_id=user.onec_id or "",
+            customer=user.id, details=details, error=error or "",
         )
 
     def identify_row(self, corr: uuid.UUID, cp: Counterparty | None) -> LogRow:
@@ -168,13 +174,12 @@ class SyncLogger:
             "email_sent": success and self.rng.random() < 0.7,
             "sync_conflict_id": None,
         }
-        duration = self.draw.ms(60)
-        yield self._row(
-            corr, "conflict_resolution", "success" if success else "error", duration,
-            onec_id=user.onec_id or "", customer=user.id, details=details,
-            error="" if success else "could not serialize access due to concurrent update",
+        row = self._customer_row(
+            corr, "conflict_resolution", user, details, self.draw.ms(60),
+            None if success else "could not serialize access due to concurrent update",
         )
-        return duration
+        yield row
+        return row.duration_ms or 0
 
     def _sync_changes(self, corr: uuid.UUID, user: Customer) -> Generator[Op, None, int]:
         success = self.rng.random() >= 0.03
@@ -184,24 +189,31 @@ class SyncLogger:
             "timestamp": STAMP,
             "customer_id": user.id,
         }
-        duration = self.draw.ms(25)
-        yield self._row(
-            corr, "sync_changes", "success" if success else "error", duration,
-            onec_id=user.onec_id or "", customer=user.id, details=details,
-            error="" if success else "canceling statement due to statement timeout",
+        row = self._customer_row(
+            corr, "sync_changes", user, details, self.draw.ms(25),
+            None if success else "canceling statement due to statement timeout",
         )
-        return duration
+        yield row
+        return row.duration_ms or 0
 
     # -- the runs --
+
+    def _batch(
+        self, corr: uuid.UUID, name: str, overhead_ms: int, items: Sequence[T],
+        one: Callable[[uuid.UUID, T], Generator[Op, None, tuple[bool, int]]],
+    ) -> Iterator[Op]:
+        """One logger run over ``items``, closed by its ``batch_operation`` summary."""
+        ok = failed = total_ms = 0
+        for item in items:
+            done, spent = yield from one(corr, item)
+            ok, failed, total_ms = ok + done, failed + (not done), total_ms + spent
+        yield self._batch_row(corr, name, ok, failed, total_ms + overhead_ms)
 
     def run_import(self) -> Iterator[Op]:
         """A logger run importing a few counterparties: validate, identify, import, sync."""
         corr = self.draw.uuid4()
-        ok = failed = total_ms = 0
-        for cp in self.state.sample_catalog(self.rng.randint(3, 10)):
-            imported, spent = yield from self._import_one(corr, cp)
-            ok, failed, total_ms = ok + imported, failed + (not imported), total_ms + spent
-        yield self._batch_row(corr, "import_customers_from_1c", ok, failed, total_ms + 40)
+        parties = self.state.sample_catalog(self.rng.randint(3, 10))
+        yield from self._batch(corr, "import_customers_from_1c", 40, parties, self._import_one)
 
     def _import_one(
         self, corr: uuid.UUID, cp: Counterparty
@@ -238,11 +250,7 @@ class SyncLogger:
         """A logger run exporting queued portal customers to 1C; a success dequeues them."""
         corr = self.draw.uuid4()
         queue = list(itertools.islice(self.state.export_queue.values(), self.rng.randint(1, 6)))
-        ok = failed = total_ms = 0
-        for user in queue:
-            exported, spent = yield from self._export_one(corr, user)
-            ok, failed, total_ms = ok + exported, failed + (not exported), total_ms + spent
-        yield self._batch_row(corr, "export_customers_to_1c", ok, failed, total_ms + 25)
+        yield from self._batch(corr, "export_customers_to_1c", 25, queue, self._export_one)
 
     def _export_one(
         self, corr: uuid.UUID, user: Customer
@@ -302,11 +310,14 @@ class SyncLogger:
                 yield from self.conflict(corr, cp.customer, "portal_registration")
 
     def run_validation(self) -> Iterator[Op]:
+        """A validation pass over a few counterparties."""
         corr = self.draw.uuid4()
-        ok = failed = total_ms = 0
-        for cp in self.state.sample_catalog(self.rng.randint(3, 8)):
-            row, valid = self._validation_row(corr, cp)
-            total_ms += row.duration_ms or 0
-            ok, failed = (ok + 1, failed) if valid else (ok, failed + 1)
-            yield row
-        yield self._batch_row(corr, "validate_customers", ok, failed, total_ms + 5)
+        parties = self.state.sample_catalog(self.rng.randint(3, 8))
+        yield from self._batch(corr, "validate_customers", 5, parties, self._validate_one)
+
+    def _validate_one(
+        self, corr: uuid.UUID, cp: Counterparty
+    ) -> Generator[Op, None, tuple[bool, int]]:
+        row, valid = self._validation_row(corr, cp)
+        yield row
+        return valid, row.duration_ms or 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from exporter.demo.traffic.rows import Op, UserRow, UserUpdate
-from exporter.demo.traffic.state import Customer, TrafficState
+from exporter.demo.traffic.state import Customer, Writer
 from exporter.demo.traffic.values import (
     COMPANY_WORDS,
     COUNTRIES,
@@ -22,13 +22,8 @@ from exporter.demo.traffic.values import (
 )
 
 
-class Portal:
+class Portal(Writer):
     """The shop's own side: customers register, managers link accounts."""
-
-    def __init__(self, state: TrafficState) -> None:
-        self.state = state
-        self.rng = state.rng
-        self.draw = state.draw
 
     def registration(self) -> Iterator[Op]:
         uid = self.state.ids.next_user_id()

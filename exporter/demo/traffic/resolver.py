@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from exporter.demo.traffic.rows import STAMP, ConflictRow, LogRow, Op, UserUpdate
-from exporter.demo.traffic.state import Customer, TrafficState
+from exporter.demo.traffic.state import Customer, Writer
 from exporter.demo.traffic.values import NOTIFICATION_ERRORS
 
 
@@ -28,13 +28,8 @@ def _platform_data(user: Customer) -> dict[str, Any]:
     }
 
 
-class ConflictResolver:
+class ConflictResolver(Writer):
     """Runs of the resolver; needs at least one 1C customer (the model checks)."""
-
-    def __init__(self, state: TrafficState) -> None:
-        self.state = state
-        self.rng = state.rng
-        self.draw = state.draw
 
     def run(self) -> Iterator[Op]:
         """SyncConflict + one conflict_resolution/success row (no email_sent, no duration)."""

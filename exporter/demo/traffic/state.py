@@ -207,3 +207,12 @@ class TrafficState:
             self.fill_catalog()
         pool = self.catalog[-2000:]
         return self.rng.sample(pool, min(k, len(pool)))
+
+
+class Writer:
+    """Base of the simulated writers: the shared state, its generator and its draws."""
+
+    def __init__(self, state: TrafficState) -> None:
+        self.state = state
+        self.rng = state.rng
+        self.draw = state.draw

@@ -20,16 +20,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
-from exporter.demo.traffic.rows import (
-    SESSION_UPDATE,
-    ConflictRow,
-    LogRow,
-    Op,
-    SessionRow,
-    SessionUpdate,
-    UserRow,
-    UserUpdate,
-)
+from exporter.demo.traffic import rows
 
 
 @dataclass
@@ -52,7 +43,7 @@ class WriteStats:
 
 
 def write_ops(
-    conn: psycopg.Connection[Any], ops: Sequence[Op], times: Sequence[datetime] | None = None
+    conn: psycopg.Connection[Any], ops: Sequence[rows.Op], times: Sequence[datetime] | None = None
 ) -> WriteStats:
     """Write ``ops`` in one transaction: COPY for inserts, executemany for updates.
 
@@ -68,7 +59,7 @@ def write_ops(
 
 
 def write_stream(
-    conn: psycopg.Connection[Any], pairs: Iterable[tuple[Op, datetime]]
+    conn: psycopg.Connection[Any], pairs: Iterable[tuple[rows.Op, datetime]]
 ) -> WriteStats:
     """Stream the log rows of ``pairs`` into COPY as they are produced, then write the rest.
 
@@ -76,7 +67,7 @@ def write_stream(
     """
     with conn.cursor() as cur:
         log_copy = cur.copy(
-            _copy_sql(LogRow.TABLE, LogRow.COLUMNS), writer=QueuedLibpqWriter(cur)
+            _copy_sql(rows.LogRow.TABLE, rows.LogRow.COLUMNS), writer=QueuedLibpqWriter(cur)
         )
         with log_copy as copy:
             batch = _Batch(copy.write_row)
@@ -94,66 +85,71 @@ class _Batch:
         self._write_log = write_log
         self._users: dict[int, dict[str, Any]] = {}
         self._sessions: dict[int, dict[str, Any]] = {}
-        self._user_updates: list[tuple[UserUpdate, datetime]] = []
-        self._session_updates: list[tuple[SessionUpdate, datetime]] = []
+        self._user_updates: list[tuple[rows.UserUpdate, datetime]] = []
+        self._session_updates: list[tuple[rows.SessionUpdate, datetime]] = []
         self._conflicts: list[tuple[Any, ...]] = []
         self._handlers: dict[type, Callable[[Any, datetime], None]] = {
-            LogRow: self._log,
-            UserRow: self._user,
-            UserUpdate: self._user_update,
-            SessionRow: self._session,
-            SessionUpdate: self._session_update,
-            ConflictRow: self._conflict,
+            rows.LogRow: self._log,
+            rows.UserRow: self._user,
+            rows.UserUpdate: self._user_update,
+            rows.SessionRow: self._session,
+            rows.SessionUpdate: self._session_update,
+            rows.ConflictRow: self._conflict,
         }
 
-    def add(self, op: Op, ts: datetime) -> None:
+    def add(self, op: rows.Op, ts: datetime) -> None:
         handler = self._handlers.get(type(op))
         if handler is None:
             raise TypeError(f"not a traffic operation: {op!r}")
         handler(op, ts)
 
-    def _log(self, op: LogRow, ts: datetime) -> None:
+    def _log(self, op: rows.LogRow, ts: datetime) -> None:
         self._write_log(op.copy_values(ts))
         self.stats.log_by_type[(op.operation_type, op.status)] += 1
         self.stats.log_rows += 1
 
-    def _user(self, op: UserRow, ts: datetime) -> None:
+    def _user(self, op: rows.UserRow, ts: datetime) -> None:
         self._users[op.id] = op.record(ts)
 
-    def _user_update(self, op: UserUpdate, ts: datetime) -> None:
-        if op.id in self._users:
-            op.fold_into(self._users[op.id], ts)
-        else:
-            self._user_updates.append((op, ts))
+    def _user_update(self, op: rows.UserUpdate, ts: datetime) -> None:
+        _fold_or_queue(op, ts, self._users, self._user_updates)
 
-    def _session(self, op: SessionRow, ts: datetime) -> None:
+    def _session(self, op: rows.SessionRow, ts: datetime) -> None:
         self._sessions[op.id] = op.record(ts)
 
-    def _session_update(self, op: SessionUpdate, ts: datetime) -> None:
-        if op.id in self._sessions:
-            op.fold_into(self._sessions[op.id], ts)
-        else:
-            self._session_updates.append((op, ts))
+    def _session_update(self, op: rows.SessionUpdate, ts: datetime) -> None:
+        _fold_or_queue(op, ts, self._sessions, self._session_updates)
 
-    def _conflict(self, op: ConflictRow, ts: datetime) -> None:
+    def _conflict(self, op: rows.ConflictRow, ts: datetime) -> None:
         self._conflicts.append(op.copy_values(ts))
 
     def flush(self, cur: psycopg.Cursor[Any]) -> WriteStats:
         """Write what was buffered: inserts first, then the updates of older rows."""
-        _copy(cur, UserRow.TABLE, UserRow.COLUMNS, _values(self._users))
-        _copy(cur, SessionRow.TABLE, SessionRow.COLUMNS, _values(self._sessions))
+        _copy(cur, rows.UserRow.TABLE, rows.UserRow.COLUMNS, _values(self._users))
+        _copy(cur, rows.SessionRow.TABLE, rows.SessionRow.COLUMNS, _values(self._sessions))
         _update_users(cur, self._user_updates)
         if self._session_updates:
             cur.executemany(
-                SESSION_UPDATE, [op.update_params(ts) for op, ts in self._session_updates]
+                rows.SESSION_UPDATE, [op.update_params(ts) for op, ts in self._session_updates]
             )
-        _copy(cur, ConflictRow.TABLE, ConflictRow.COLUMNS, self._conflicts)
+        _copy(cur, rows.ConflictRow.TABLE, rows.ConflictRow.COLUMNS, self._conflicts)
         stats = self.stats
         stats.users, stats.sessions = len(self._users), len(self._sessions)
         stats.user_updates = len(self._user_updates)
         stats.session_updates = len(self._session_updates)
         stats.conflicts = len(self._conflicts)
         return stats
+
+
+def _fold_or_queue(
+    op: rows.UserUpdate | rows.SessionUpdate, ts: datetime, inserts: dict[int, dict[str, Any]],
+    updates: list[Any],
+) -> None:
+    """Fold an update into a row this batch inserts; queue it for an UPDATE otherwise."""
+    if op.id in inserts:
+        op.fold_into(inserts[op.id], ts)
+    else:
+        updates.append((op, ts))
 
 
 def _values(records: dict[int, dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -168,16 +164,18 @@ def _copy_sql(table: str, columns: Sequence[str]) -> sql.Composed:
 
 
 def _copy(
-    cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    cur: psycopg.Cursor[Any], table: str, columns: Sequence[str], values: list[tuple[Any, ...]]
 ) -> None:
-    if not rows:
+    if not values:
         return
     with cur.copy(_copy_sql(table, columns)) as copy:
-        for row in rows:
+        for row in values:
             copy.write_row(row)
 
 
-def _update_users(cur: psycopg.Cursor[Any], updates: list[tuple[UserUpdate, datetime]]) -> None:
+def _update_users(
+    cur: psycopg.Cursor[Any], updates: list[tuple[rows.UserUpdate, datetime]]
+) -> None:
     """One ``executemany`` per set of updated columns.
 
     A user's updates are merged in order first: grouping them by column set would otherwise run

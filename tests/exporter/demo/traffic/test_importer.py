@@ -72,9 +72,7 @@ def test_processor_rows(written: Written) -> None:
     assert "roles_skipped_unlinked_record" in outcomes and "roles_already_actual" in outcomes
 
 
-def test_import_sessions_hold_the_totals_of_their_rows(
-    written: Written,
-) -> None:
+def test_import_sessions_hold_the_totals_of_their_rows(written: Written) -> None:
     dsn, _, _ = written
     sessions = q(dsn, "SELECT id, import_type, status, started_at, finished_at, report_details,"
                       " error_message, celery_task_id FROM import_sessions")

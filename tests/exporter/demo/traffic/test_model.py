@@ -37,9 +37,7 @@ STATUSES = {  # DATA.md §2 table: statuses each writer writes
 }
 
 
-def test_every_operation_type_and_status_in_declared_sets(
-    written: Written,
-) -> None:
+def test_every_operation_type_and_status_in_declared_sets(written: Written) -> None:
     dsn, _, _ = written
     pairs = q(dsn, "SELECT operation_type, status, count(*) FROM common_customersynclog"
                    " GROUP BY 1, 2")

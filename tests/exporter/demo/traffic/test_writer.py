@@ -13,17 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg.rows import dict_row
 
-from exporter.demo.traffic import (
-    STAMP,
-    ConflictRow,
-    LogRow,
-    Op,
-    SessionRow,
-    SessionUpdate,
-    UserRow,
-    UserUpdate,
-    write_ops,
-)
+from exporter.demo import traffic
+from exporter.demo.traffic import STAMP, Op, write_ops
 from tests.exporter.demo.traffic.conftest import Written, one, q
 
 
@@ -55,7 +46,7 @@ def test_rows_are_filled_as_django_fills_them(written: Written) -> None:
     assert users == (0, 0, 0, 0, 0)
 
 
-TABLES = (LogRow, UserRow, SessionRow, ConflictRow)
+TABLES = (traffic.LogRow, traffic.UserRow, traffic.SessionRow, traffic.ConflictRow)
 
 
 def test_each_row_type_names_every_column_of_its_table(db_dsn: str) -> None:
@@ -64,7 +55,7 @@ def test_each_row_type_names_every_column_of_its_table(db_dsn: str) -> None:
     for row_type in TABLES:
         columns = {c for (c,) in q(db_dsn, "SELECT column_name FROM information_schema.columns"
                                            " WHERE table_name = %s", (row_type.TABLE,))}
-        assigned = {"id"} if row_type in (LogRow, ConflictRow) else set()
+        assigned = {"id"} if row_type in (traffic.LogRow, traffic.ConflictRow) else set()
         assert set(row_type.COLUMNS) == columns - assigned, row_type.TABLE
         assert len(row_type.COLUMNS) == len(set(row_type.COLUMNS))
 
@@ -108,10 +99,12 @@ def test_updates_folded_into_their_insert_write_what_insert_then_update_writes(
     folded, updated = next(_ids), next(_ids)
 
     def ops(uid: int) -> tuple[list[Op], list[Op]]:
-        inserts: list[Op] = [UserRow(uid, f"u{uid}@mail.ru", "retail", False, password="x"),
-                             SessionRow(uid, celery_task_id="task")]
-        changes: list[Op] = [UserUpdate(uid, c) for c in user_changes]
-        changes += [SessionUpdate(uid, s, f, report_details=r, error_message=e)
+        inserts: list[Op] = [
+            traffic.UserRow(uid, f"u{uid}@mail.ru", "retail", False, password="x"),
+            traffic.SessionRow(uid, celery_task_id="task"),
+        ]
+        changes: list[Op] = [traffic.UserUpdate(uid, c) for c in user_changes]
+        changes += [traffic.SessionUpdate(uid, s, f, report_details=r, error_message=e)
                     for s, f, r, e in session_changes]
         return inserts, changes
 
