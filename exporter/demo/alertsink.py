@@ -19,7 +19,6 @@ import json
 import re
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,8 +147,9 @@ class AlertSink:
 
     def __init__(self, record: Path | None = None, *, keep: int | None = None) -> None:
         self.record = record
-        self.webhooks: deque[WebhookCall] = deque(maxlen=keep)
-        self.telegram: deque[TelegramMessage] = deque(maxlen=keep)
+        self.keep = keep
+        self.webhooks: list[WebhookCall] = []
+        self.telegram: list[TelegramMessage] = []
         self.count = 0
         self._cond = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -187,8 +187,7 @@ class AlertSink:
         except ValueError:
             return 400, {"ok": False, "description": "the body is not JSON"}
         with self._cond:
-            self.webhooks.append(WebhookCall(path, payload, time.time()))
-            self.count += 1
+            self._remember(self.webhooks, WebhookCall(path, payload, time.time()))
             self._cond.notify_all()
         names = sorted({a.get("labels", {}).get("alertname", "?")
                         for a in payload.get("alerts", [])})
@@ -206,8 +205,7 @@ class AlertSink:
         error = telegram_error(text, parse_mode)
         msg = TelegramMessage(m.group(1), chat_id, text, parse_mode, not error, error, time.time())
         with self._cond:
-            self.telegram.append(msg)
-            self.count += 1
+            self._remember(self.telegram, msg)
             n = self.count
             self._cond.notify_all()
         shown = " ".join(text.split())[:300]
@@ -217,6 +215,13 @@ class AlertSink:
         result = {"message_id": n, "date": int(time.time()),
                   "chat": {"id": chat_id, "type": "group"}, "text": text}  # fmt: skip
         return 200, {"ok": True, "result": result}
+
+    def _remember(self, calls: list[Any], call: Any) -> None:
+        """Keep ``call`` (and at most ``keep`` of its kind); call with the condition held."""
+        calls.append(call)
+        if self.keep is not None and len(calls) > self.keep:
+            del calls[0]
+        self.count += 1
 
     def _note(self, line: str) -> None:
         if self.record is None:
