@@ -37,7 +37,8 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.demo.postgres import EmbeddedPostgres, free_port
+from exporter.demo.ports import free_port
+from exporter.demo.postgres import EmbeddedPostgres
 
 USERS = 50_000
 ROLE_PASSWORD = "bench"

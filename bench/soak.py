@@ -64,17 +64,14 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import Config, parse_duration
+from exporter.demo.celery_traffic import CELERY_QUEUE, CeleryTraffic
+from exporter.demo.import_processes import ImportProcesses
+from exporter.demo.logfolder import LogFolder
 from exporter.demo.onec import OneCStandIn
-from exporter.demo.postgres import EmbeddedPostgres, free_port
+from exporter.demo.ports import free_port
+from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.redis import RedisServer
-from exporter.demo.run import (
-    CELERY_QUEUE,
-    OUTAGE,
-    CeleryTraffic,
-    ImportProcesses,
-    LogFolder,
-    outage_switch,
-)
+from exporter.demo.run import OUTAGE, outage_switch
 from exporter.demo.traffic import TrafficSimulator
 
 PRODUCTION_WINDOWS = (300.0, 3600.0, 86400.0)  # 5m, 1h, 24h

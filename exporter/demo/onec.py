@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 
 DEFAULT_PATH = "/freesport/hs/exchange/ping"
 

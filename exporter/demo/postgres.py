@@ -13,7 +13,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -22,13 +21,9 @@ from pathlib import Path
 
 import psycopg
 
+from exporter.demo.ports import free_port
+
 RUN_AS = "embedded_postgres"  # postgres refuses to run as root
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wheel_bin_dir() -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -11,7 +10,8 @@ from pathlib import Path
 
 import redis
 
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
+from exporter.demo.processes import stop_process
 
 
 def redis_server_binary() -> str:
@@ -63,13 +63,7 @@ class RedisServer:
         return f"redis://{auth}127.0.0.1:{self.port}/{db}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout=10)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

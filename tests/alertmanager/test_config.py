@@ -2,7 +2,7 @@
 
 Everything runs the real tools: alertmanager/render-config under /bin/sh, Debian's amtool 0.25,
 and Debian's Alertmanager 0.25 delivering to local stand-ins for the webhook receiver and the
-Telegram Bot API (tests/alert_receivers.py), which reject what Telegram would reject.
+Telegram Bot API (exporter/demo/alertsink.py), which reject what Telegram would reject.
 """
 
 from __future__ import annotations
@@ -20,15 +20,17 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.alert_receivers import (
+from exporter.demo.alertsink import (
     TELEGRAM_MAX_CHARS,
-    TEST_BOT_TOKEN,
-    TEST_CHAT_ID,
     AlertSink,
-    RunningAlertmanager,
-    start_alertmanager,
     telegram_visible_text,
     utf16_length,
+)
+from tests.alert_receivers import (
+    TEST_BOT_TOKEN,
+    TEST_CHAT_ID,
+    RunningAlertmanager,
+    start_alertmanager,
 )
 from tests.conftest import require_binary
 

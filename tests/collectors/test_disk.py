@@ -25,10 +25,6 @@ NOW = 1_750_000_000.0
 T = TypeVar("T")
 
 
-def samples(families: list[Metric], name: str) -> dict[str, float]:
-    return {s.labels["dir"]: s.value for f in families for s in f.samples if s.name == name}
-
-
 def metric_of(families: list[Metric], dir_name: str) -> dict[str, float]:
     """Every customer_sync_log_dir_* sample of one folder, keyed by the name's suffix."""
     prefix = "customer_sync_log_dir_"

@@ -4,7 +4,7 @@ Everything is real and on 127.0.0.1: the exporter (``exporter.service.Exporter``
 PostgreSQL with the FREESPORT schema and the 1C stand-in (``exporter/demo/onec.py``); Debian's
 Prometheus 2.42 loading the rule files of ``prometheus/rules``; Debian's Alertmanager 0.25 started
 through ``alertmanager/render-config`` with the repository's config template; and local HTTP
-servers standing in for the webhook receiver and the Telegram Bot API (``tests/alert_receivers.py``).
+servers standing in for the webhook receiver and the Telegram Bot API (``exporter/demo/alertsink.py``).
 
 What is shortened, so the test takes about a minute instead of hours, and nothing else:
 - Prometheus scrapes every 2 s (timeout 2 s) and evaluates every 1 s (production: 15 s / 15 s);
@@ -36,16 +36,17 @@ import pytest
 import yaml
 
 from exporter.config import Config, parse_duration
+from exporter.demo.alertsink import AlertSink, telegram_visible_text
 from exporter.demo.onec import Mode, OneCStandIn
+from exporter.demo.ports import free_port
+from exporter.demo.processes import stop_process
 from exporter.service import Exporter
 from tests.alert_receivers import (
     TEST_BOT_TOKEN,
     TEST_CHAT_ID,
-    AlertSink,
     RunningAlertmanager,
-    free_port,
     start_alertmanager,
-    telegram_visible_text,
+    wait_ready,
 )
 from tests.conftest import require_binary
 
@@ -106,12 +107,7 @@ class Prometheus:
         return list(body["data"]["result"])
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=15)
 
 
 def start_prometheus(
@@ -149,20 +145,9 @@ def start_prometheus(
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     prom = Prometheus(process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return prom
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            prom.stop()
-            raise AssertionError(f"prometheus not ready:\n{log_path.read_text()}")
-        time.sleep(0.2)
+    wait_ready("prometheus", f"{prom.url}/-/ready", process, log_path, timeout=30,
+               on_timeout=prom.stop)
+    return prom
 
 
 def insert_rows(dsn: str, n: int, operation_type: str, status: str, error: str = "") -> None:

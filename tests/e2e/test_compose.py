@@ -29,7 +29,7 @@ import yaml
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.network import Network
 
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 from tests.conftest import require_binary
 from tests.e2e.containers import (
     REPO,

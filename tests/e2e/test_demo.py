@@ -19,20 +19,9 @@ import psycopg
 import pytest
 import requests
 
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 from tests.conftest import require_binary
-
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
-
-
-def samples(text: str, name: str) -> dict[str, float]:
-    """``{labels: value}`` of every sample of metric ``name`` in an exposition."""
-    out = {}
-    for line in text.splitlines():
-        match = SAMPLE.match(line)
-        if match and match.group(1) == name:
-            out[match.group(2) or ""] = float(match.group(3))
-    return out
+from tests.exposition import samples
 
 
 def exporter_binary() -> Path:
@@ -74,8 +63,8 @@ def wait_for_metrics(proc: subprocess.Popen[bytes], port: int, output: Path) -> 
         except requests.ConnectionError:
             time.sleep(0.3)
             continue
-        success = samples(text, "customer_sync_exporter_collector_success")
-        if success.get('{collector="synclog"}') == 1.0:
+        success = samples(text, "customer_sync_exporter_collector_success", by="collector")
+        if success.get("synclog") == 1.0:
             return text
         time.sleep(0.3)
     pytest.fail(f"/metrics not ready in 45 s:\n{output.read_text()[-3000:]}")
@@ -89,10 +78,10 @@ def test_demo_serves_clean_moving_metrics_and_stops_cleanly(
     proc, port, data_dir, output = demo
     first = wait_for_metrics(proc, port, output)
 
-    success = samples(first, "customer_sync_exporter_collector_success")
+    success = samples(first, "customer_sync_exporter_collector_success", by="collector")
     collectors = {"synclog", "business", "postgres", "redis", "disk", "onec", "process"}
-    assert {re.sub(r'.*"(.*)".*', r"\1", k) for k in success} == collectors
-    assert samples(first, "process_resident_memory_bytes")[""] > 0
+    assert set(success) == collectors
+    assert samples(first, "process_resident_memory_bytes")[()] > 0
     assert samples(first, "customer_sync_exporter_build_info")
 
     check = subprocess.run([promtool, "check", "metrics"], input=first.encode(),

@@ -17,7 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import COLLECTOR_NAMES
-from exporter.demo.postgres import free_port
+from exporter.demo.ports import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 # The demo runs no real Celery worker yet (issue 14's second round): the celery rows say

@@ -367,7 +367,8 @@ def test_alertmanager_delivery_failures_never_log_the_token_or_webhook(
     import json
     import urllib.request
 
-    from tests.alert_receivers import free_port, short_timer_template
+    from exporter.demo.ports import free_port
+    from tests.alert_receivers import short_timer_template
     from tests.conftest import require_binary
 
     require_binary("prometheus-alertmanager")

@@ -25,7 +25,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.demo.postgres import EmbeddedPostgres, free_port
+from exporter.demo.ports import free_port
+from exporter.demo.postgres import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parents[2]
 BAD = ROOT / "tests" / "fixtures" / "config" / "bad"
