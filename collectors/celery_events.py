@@ -360,6 +360,15 @@ class CeleryTally:
             "answer to the latest inspect stats; pool processes are not included.",
             labels=["worker"],
         )
+        self._fill_workers(now, up, last, active, processed, events_on, pool, rss)
+        return [workers, up, last, active, processed, events_on, pool, rss]
+
+    def _fill_workers(
+        self, now: float, up: GaugeMetricFamily, last: GaugeMetricFamily,
+        active: GaugeMetricFamily, processed: CounterMetricFamily, events_on: GaugeMetricFamily,
+        pool: GaugeMetricFamily, rss: GaugeMetricFamily,
+    ) -> None:
+        """One sample per known worker; a figure the worker never reported stays absent."""
         for name in sorted(self.workers):
             w = self.workers[name]
             is_up = w.up(now)
@@ -375,7 +384,6 @@ class CeleryTally:
                 pool.add_metric([name], w.pool_processes)
             if w.peak_rss_bytes is not None:
                 rss.add_metric([name], w.peak_rss_bytes)
-        return [workers, up, last, active, processed, events_on, pool, rss]
 
 
 def _newest(current: float | None, at: float | None) -> float | None:

@@ -21,14 +21,15 @@ import inspect
 import pytest
 
 SERVER_FIXTURES = frozenset({
-    "pg", "db_dsn", "conn", "db", "written",  # PostgreSQL
-    "redis_server", "own_redis", "private_redis",  # redis-server
+    "pg", "pg_major", "pg_servers", "db_dsn", "exporter_dsn", "conn", "db", "written",  # PostgreSQL
+    "redis_server", "own_redis", "private_redis", "broker",  # redis-server
+    "procs",  # real Celery workers and beat
     "live",  # grafana: a live Prometheus holding the dashboards' data
     "alertmanager", "sink",  # the real Alertmanager and what it delivers to
     "stack", "faults", "soak",  # end-to-end stacks
     "children",  # the process collector's real child processes
 })
-SERVER_CALLS = ("EmbeddedPostgres(", "RedisServer(", "start_alertmanager(", "Popen(")
+SERVER_CALLS = ("EmbeddedPostgres(", ".server(", "RedisServer(", "start_alertmanager(", "Popen(")
 SLOW_MODULES = frozenset({
     "tests/prometheus/test_rules.py",  # promtool test rules for every case
     "tests/alertmanager/test_config.py",  # render-config, amtool and Alertmanager per case
