@@ -18,8 +18,9 @@ The hard cases:
 * **Start-up.** One pass over the table in a repeatable-read snapshot: aggregates for old rows,
   individual rows for the recent ones (the longest window), and every id missing below the
   highest visible one as a gap, since a transaction in flight during the pass may hold it.
-* **Values without a finite meaning.** A row whose ``created_at`` is infinite, whose duration is
-  negative or whose label value cannot be exported is still counted; it stays out of what it
+* **Values without a finite meaning.** A row whose ``created_at`` is infinite (or past any Unix
+  microsecond a bigint holds), whose duration is negative or whose label value cannot be
+  exported is still counted; it stays out of what it
   cannot take part in (windows, durations, its label) and is counted by reason.
 * **Truncate or restore.** If ``max(id)`` goes below our cursor, or the table's storage
   (``pg_relation_filenode``) changes, the table was replaced: everything is re-read from scratch
@@ -64,10 +65,10 @@ STATUSES = ("success", "failed", "error", "warning", "skipped", "pending", "not_
 
 OTHER = "other"
 
-CREATED_AT_NOT_FINITE = "created_at_not_finite"
+CREATED_AT_OUT_OF_RANGE = "created_at_out_of_range"
 DURATION_NEGATIVE = "duration_negative"
 LABEL_VALUE_INVALID = "label_value_invalid"
-UNUSABLE_REASONS = (CREATED_AT_NOT_FINITE, DURATION_NEGATIVE, LABEL_VALUE_INVALID)
+UNUSABLE_REASONS = (CREATED_AT_OUT_OF_RANGE, DURATION_NEGATIVE, LABEL_VALUE_INVALID)
 """Why a row's value could not be used; the row itself is always counted."""
 
 
@@ -142,8 +143,11 @@ _DETAILS = """
     CASE WHEN operation_type = 'customer_identification' THEN details->>'found' END,
     CASE WHEN operation_type = 'identify_customer' THEN details->>'identification_method' END
 """
-# ``extract`` gives infinity for an infinite timestamp, which no integer holds: NULL instead.
-_TS = "CASE WHEN isfinite(created_at) THEN (extract(epoch FROM created_at) * 1000000)::int8 END"
+# Unix microseconds in a bigint, as the windows keep them. An infinite timestamp, or one after
+# the year 294,246, has none (the cast would fail the whole query): NULL instead.
+USABLE_TS = "isfinite({c}) AND extract(epoch FROM {c}) < 9223372036854"
+_USABLE = USABLE_TS.format(c="created_at")
+_TS = "CASE WHEN " + _USABLE + " THEN (extract(epoch FROM created_at) * 1000000)::int8 END"
 _DURATION = "CASE WHEN duration_ms >= 0 THEN duration_ms END"
 _BUCKET = "width_bucket(" + _DURATION + ", {thresholds}::int[])"
 _ROW = (
@@ -173,18 +177,18 @@ _INFO = (
 _WARMUP_GROUPS = (
     "SELECT operation_type, status, " + _BUCKET + ", " + _DETAILS + ","
     " count(*), coalesce(sum(" + _DURATION + "), 0)::int8,"
-    " (extract(epoch FROM max(created_at) FILTER (WHERE isfinite(created_at)))"
+    " (extract(epoch FROM max(created_at) FILTER (WHERE " + _USABLE + "))"
     " * 1000000)::int8,"  # numeric math once a group
-    " min(id) FILTER (WHERE created_at > %(cutoff)s AND isfinite(created_at)),"
-    " count(*) FILTER (WHERE created_at IS NULL OR NOT isfinite(created_at)),"
+    " min(id) FILTER (WHERE created_at > %(cutoff)s AND " + _USABLE + "),"
+    " count(*) FILTER (WHERE NOT coalesce(" + _USABLE + ", false)),"
     " count(*) FILTER (WHERE duration_ms < 0),"
     " min(id)"
     " FROM {table} WHERE id <= %(hi)s GROUP BY 1, 2, 3, 4, 5, 6, 7, 8"
 )
 _WARMUP_RECENT = (
     "SELECT id, operation_type, status, " + _TS + ", " + _DURATION + ", customer_id FROM {table}"
-    " WHERE id >= %(lo)s AND id <= %(hi)s AND created_at > %(cutoff)s AND isfinite(created_at)"
-    " ORDER BY id"
+    " WHERE id >= %(lo)s AND id <= %(hi)s AND created_at > %(cutoff)s AND " + _USABLE
+    + " ORDER BY id"
 )
 # Ids missing between visible rows: a transaction in flight may hold them. Read only when the
 # row count says there are some (an index-only scan).
@@ -362,7 +366,7 @@ class LogTail:
         groups, lowest_recent = [], None
         unusable = self.stats.unusable
         for rec in records:
-            unusable[CREATED_AT_NOT_FINITE] += rec[12]
+            unusable[CREATED_AT_OUT_OF_RANGE] += rec[12]
             unusable[DURATION_NEGATIVE] += rec[13]
             groups.append(self._group(rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6],
                                       rec[7], rec[8], rec[9], rec[10]))
@@ -505,7 +509,7 @@ class LogTail:
                                 1, duration or 0, ts)
             groups.append(group)
             if ts is None:
-                unusable[CREATED_AT_NOT_FINITE] += 1
+                unusable[CREATED_AT_OUT_OF_RANGE] += 1
             else:
                 window_rows.append((ts, pack(group.op, group.status),
                                     -1 if duration is None else duration,

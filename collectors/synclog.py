@@ -291,8 +291,9 @@ class SyncLogCollector:
         unusable = CounterMetricFamily(
             "customer_sync_exporter_log_rows_unusable",
             "Sync-log rows read with a value the exporter could not use; each is still counted "
-            "in customer_sync_operations_total. created_at_not_finite: created_at is infinity or "
-            "-infinity, so the row is in no window and no newest timestamp. duration_negative: "
+            "in customer_sync_operations_total. created_at_out_of_range: created_at is infinity, "
+            "-infinity (or NULL, or after the year 294246: no Unix microsecond in 64 bits), so "
+            "the row is in no window and no newest timestamp. duration_negative: "
             "duration_ms < 0 (the schema forbids it), not observed as a duration. "
             "label_value_invalid: operation_type, status or a details value used as a label is "
             f"NULL, empty, longer than {MAX_LABEL_LENGTH} characters or not printable, counted "

@@ -3,6 +3,7 @@ before), for arbitrary sequences of skips, sightings, settling, expiry and limit
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -146,7 +147,7 @@ class GapMachine(RuleBasedStateMachine):
     def sorted_and_disjoint(self) -> None:
         pairs = list(self.gaps)
         assert all(lo <= hi for lo, hi in pairs)
-        assert all(a[1] < b[0] for a, b in zip(pairs, pairs[1:], strict=False))
+        assert all(a[1] < b[0] for a, b in itertools.pairwise(pairs))
 
     @invariant()
     def nothing_handed_out_twice(self) -> None:

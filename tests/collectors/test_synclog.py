@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,10 +39,11 @@ WINDOWS = {"5m": 300, "1h": 3600, "24h": 86400}
 def make_collector(db_dsn: str) -> Iterator[Callable[..., SyncLogCollector]]:
     dbs: list[Database] = []
 
-    def make(clock: Clock | None = None, **config: Any) -> SyncLogCollector:
+    def make(clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic,
+             **config: Any) -> SyncLogCollector:
         db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
         dbs.append(db)
-        return SyncLogCollector(db, SyncLogConfig(**config), clock=clock)
+        return SyncLogCollector(db, SyncLogConfig(**config), clock=clock, monotonic=monotonic)
 
     yield make
     for db in dbs:
@@ -60,48 +62,82 @@ def scrape(collector: SyncLogCollector, timeout: float = 10.0) -> Samples:
             time.sleep(0.1)
 
 
+def exported(value: str | None) -> str:
+    """The label a raw operation_type or status is exported under, by the rule the README gives
+    (1 to 100 characters, none of Unicode's Other or Separator classes but the space)."""
+    if value is None or not 1 <= len(value) <= 100:
+        return "other"
+    if any(unicodedata.category(c)[0] in "CZ" and c != " " for c in value):
+        return "other"
+    return value
+
+
+# created_at has a place in time when its Unix microseconds fit in 64 bits (not +-infinity).
+FITS = ("created_at > '-infinity'"
+        " AND extract(epoch FROM created_at) * 1000000 <= 9223372036854775807")
+
+# Every query groups by the exported labels: a join maps each raw value to its label.
+_LABELS = (
+    " FROM common_customersynclog JOIN unnest(%(op_raw)s::text[], %(op_label)s::text[])"
+    " AS o(raw, label) ON o.raw IS NOT DISTINCT FROM operation_type"
+    " JOIN unnest(%(st_raw)s::text[], %(st_label)s::text[]) AS s(raw, label)"
+    " ON s.raw IS NOT DISTINCT FROM status"
+)
+
+
+def scrape_until(collector: SyncLogCollector, done: Callable[[Samples], bool],
+                 timeout: float = 10.0) -> Samples:
+    """Scrape until ``done``: an autovacuum or autoanalyze may hold a transaction id for a
+    moment, which holds the snapshot horizon back."""
+    end = time.monotonic() + timeout
+    found = scrape(collector)
+    while not done(found) and time.monotonic() < end:
+        time.sleep(0.1)
+        found = scrape(collector)
+    return found
+
+
 def truth(conn: psycopg.Connection[Any], now: float, buckets: list[float]) -> dict[str, Any]:
-    """Every exported number, recomputed by plain SQL over the table."""
+    """Every exported number, recomputed by plain SQL over the table. Rows count wherever their
+    values allow: a created_at of +-infinity is in no window and no newest time, a negative
+    duration is no duration."""
     t = ts(now)
+    params: dict[str, Any] = {"t": t}
+    for key, column in (("op", "operation_type"), ("st", "status")):
+        raw = [r[0] for r in conn.execute(f"SELECT DISTINCT {column} FROM common_customersynclog")]
+        params[f"{key}_raw"], params[f"{key}_label"] = raw, [exported(v) for v in raw]
+
+    def rows(query: str, **extra: Any) -> list[tuple[Any, ...]]:
+        return conn.execute(query, {**params, **extra}).fetchall()
+
     out: dict[str, Any] = {
-        "total": {
-            (o, s): n for o, s, n in conn.execute(
-                "SELECT operation_type, status, count(*) FROM common_customersynclog GROUP BY 1, 2"
-            )
-        },
-        "newest": {
-            (o, s): m.timestamp() for o, s, m in conn.execute(
-                "SELECT operation_type, status, max(created_at) FROM common_customersynclog"
-                " GROUP BY 1, 2"
-            )
-        },
+        "total": {(o, s): n for o, s, n in rows(
+            "SELECT o.label, s.label, count(*)" + _LABELS + " GROUP BY 1, 2")},
+        "newest": {(o, s): m for o, s, m in rows(
+            "SELECT o.label, s.label,"
+            f" extract(epoch FROM max(created_at) FILTER (WHERE {FITS}))::float8"
+            + _LABELS + " GROUP BY 1, 2") if m is not None},
         "hist": {},
         "recent": {},
         "pct": {},
         "avg": {},
     }
     for b in buckets:
-        for o, n in conn.execute(
-            "SELECT operation_type, count(*) FROM common_customersynclog"
-            " WHERE duration_ms / 1000.0 <= %s GROUP BY 1", (b,)
-        ):
+        for o, n in rows("SELECT o.label, count(*)" + _LABELS + " WHERE duration_ms >= 0 AND"
+                         " duration_ms / 1000.0 <= %(b)s GROUP BY 1", b=b):
             out["hist"][(o, b)] = n
     for label, seconds in WINDOWS.items():
-        where = "created_at > %(t)s - %(w)s * interval '1 second' AND created_at <= %(t)s"
-        params = {"t": t, "w": seconds}
-        for o, s, n in conn.execute(
-            f"SELECT operation_type, status, count(*) FROM common_customersynclog WHERE {where}"
-            " GROUP BY 1, 2", params
-        ):
+        where = " WHERE created_at > %(t)s - %(w)s * interval '1 second' AND created_at <= %(t)s"
+        for o, s, n in rows("SELECT o.label, s.label, count(*)" + _LABELS + where
+                            + " GROUP BY 1, 2", w=seconds):
             out["recent"][(o, s, label)] = n
-        for o, p50, p95, p99, avg in conn.execute(
-            "SELECT operation_type,"
+        for o, p50, p95, p99, avg in rows(
+            "SELECT o.label,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms / 1000.0),"
             " percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms / 1000.0),"
             " percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms / 1000.0),"
-            " avg(duration_ms / 1000.0)::float8"
-            f" FROM common_customersynclog WHERE {where} AND duration_ms IS NOT NULL GROUP BY 1",
-            params,
+            " avg(duration_ms / 1000.0)::float8" + _LABELS + where
+            + " AND duration_ms >= 0 GROUP BY 1", w=seconds,
         ):
             out["pct"].update({(o, label, "50"): p50, (o, label, "95"): p95, (o, label, "99"): p99})
             out["avg"][(o, label)] = avg
@@ -193,8 +229,8 @@ def test_out_of_order_commit_is_counted_once(db_dsn: str, conn, make_collector) 
 
 
 def test_rolled_back_ids_expire_without_stalling(db_dsn: str, conn, make_collector) -> None:
-    clock = Clock()
-    collector = make_collector(clock)
+    clock, monotonic = Clock(), Clock(0.0)
+    collector = make_collector(clock, monotonic)
     scrape(collector)
     with psycopg.connect(db_dsn) as aborted:
         insert_rows(aborted, [LogRow("created", "success", ts(NOW - 1))] * 3)
@@ -202,10 +238,13 @@ def test_rolled_back_ids_expire_without_stalling(db_dsn: str, conn, make_collect
     insert_rows(conn, [LogRow("updated", "success", ts(NOW - 1))])
     found = scrape(collector)
     assert found[("customer_sync_exporter_log_pending_gaps", ())] == 3
-    time.sleep(1.1)  # the settle period before a snapshot horizon is taken
-    scrape(collector)
+    monotonic.now += 0.9  # within the settle period: the ids are still waited for
     found = scrape(collector)
-    assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == 3
+    monotonic.now += 0.2  # settled: a snapshot horizon is taken, and passed at once (no writer)
+    found = scrape_until(collector, lambda f: f[("customer_sync_exporter_log_pending_gaps", ())]
+                         == 0)
+    assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 3
     insert_rows(conn, [LogRow("updated", "success", ts(NOW - 1))])
     found = scrape(collector)
     assert found[("customer_sync_operations_total",
@@ -411,3 +450,152 @@ def test_truncate_and_refill_in_one_transaction_is_noticed(db_dsn: str, conn,
     totals = pick(found, "customer_sync_operations_total")
     assert sum(totals.values()) == 5
     assert totals[(("operation_type", "updated"), ("status", "success"))] == 5
+
+
+# --- values without a finite meaning (issue 12 §2) ---------------------------------------------
+
+BIGINT_MAX = 2**63 - 1
+
+
+def unconstrain(conn: psycopg.Connection[Any]) -> None:
+    """The log table as a careless migration or a hand-made copy could leave it, to reach values
+    the real schema forbids: text labels without NOT NULL, created_at nullable, no CHECK on
+    duration_ms. (Infinite timestamps, NULL customers and durations, extreme integers and odd
+    text are all allowed by the real schema.)"""
+    conn.execute("DROP INDEX customer_sync_logs_operation_type_ce6108e7_like,"
+                 " customer_sync_logs_status_4ff9bb33_like")
+    conn.execute("ALTER TABLE common_customersynclog ALTER operation_type TYPE text,"
+                 " ALTER status TYPE text, ALTER operation_type DROP NOT NULL,"
+                 " ALTER status DROP NOT NULL, ALTER created_at DROP NOT NULL,"
+                 " DROP CONSTRAINT customer_sync_logs_duration_ms_check")
+
+
+def insert_raw(conn: psycopg.Connection[Any], op: str | None, status: str | None,
+               created_at: Any, duration: int | None = None, customer: int | None = None,
+               details: str = "{}", row_id: int | None = None) -> None:
+    """One row with values taken as PostgreSQL takes them (created_at may be 'infinity')."""
+    conn.execute(
+        "INSERT INTO common_customersynclog (id, onec_id, operation_type, status, error_message,"
+        " details, created_at, session, correlation_id, customer_id, duration_ms, updated_at,"
+        " user_agent) VALUES (coalesce(%s, nextval(pg_get_serial_sequence("
+        "'common_customersynclog', 'id'))), '', %s, %s, '', %s::jsonb, %s::timestamptz, '',"
+        " gen_random_uuid(), %s, %s, now(), '')",
+        (row_id, op, status, details, created_at, customer, duration),
+    )
+
+
+def poison_rows(biggest_customer: int) -> list[tuple[Any, ...]]:
+    """(op, status, created_at, duration, customer, details): every value the collector converts
+    at its edges, mixed with ordinary rows."""
+    recent = ts(NOW - 30)
+    long_text = "y" * 300
+    return [
+        ("created", "success", "infinity", None, None, "{}"),
+        ("updated", "success", "-infinity", 5, biggest_customer, "{}"),
+        ("error", "failed", None, 7, None, "{}"),
+        ("updated", "success", "294276-12-31 23:59:59.999999+00", 9, None, "{}"),
+        ("updated", "success", "4713-01-01 00:00:00+00 BC", None, None, "{}"),
+        ("batch_operation", "success", recent, 2_147_483_647, None, "{}"),
+        ("batch_operation", "success", recent, 0, None, "{}"),
+        ("batch_operation", "warning", recent, -1, None, "{}"),
+        ("batch_operation", "error", recent, -2_147_483_648, None, "{}"),
+        ("updated", "success", recent, None, biggest_customer, "{}"),
+        ("updated", "success", recent, None, None, "{}"),
+        ("", "success", recent, 3, None, "{}"),
+        ("x" * 500, "success", recent, 4, None, "{}"),
+        ("\x01ctl", "success", recent, None, None, "{}"),
+        ("tab\there", "error", recent, None, None, "{}"),
+        ("line\nbreak", "success", recent, 11, None, "{}"),
+        ("\x1b[31mred", "success", recent, None, None, "{}"),
+        ("\u200bzero-width", "success", recent, None, None, "{}"),
+        (None, "success", recent, 6, None, "{}"),
+        ("created", None, recent, None, None, "{}"),
+        ("created", "", recent, None, None, "{}"),
+        ("created", "s" * 200, recent, None, None, "{}"),
+        ("кириллица", 'quote"back\\slash', recent, 8, None, "{}"),
+        ("other", "success", recent, None, None, "{}"),  # a real value named like the overflow
+        ("conflict_resolution", "success", recent, 2, None, "null"),
+        ("conflict_resolution", "success", recent, None, None, "[1, 2]"),
+        ("conflict_resolution", "error", recent, None, None, '"just a string"'),
+        ("conflict_resolution", "success", recent, None, None, '{"conflict_source": {"a": 1}}'),
+        ("conflict_resolution", "success", "infinity", None, None, '{"conflict_source": 5}'),
+        ("conflict_resolution", "success", recent, None, None, '{"conflict_source": ""}'),
+        ("conflict_resolution", "success", recent, None, None,
+         '{"conflict_source": "' + long_text + '"}'),
+        ("conflict_resolution", "success", recent, None, None, '{"conflict_source": "a\\u0007b"}'),
+        ("customer_identification", "success", recent, 1, None,
+         '{"search_method": ["tax_id"], "found": "TRUE"}'),
+        ("customer_identification", "skipped", recent, None, None,
+         '{"search_method": "\\u001b[0m", "found": 1}'),
+        ("identify_customer", "success", recent, None, None, '{"identification_method": "\\t"}'),
+    ]
+
+
+def unusable_truth(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Rows the collector can count but not use whole, by reason, from the table itself."""
+    (out_of_range,) = conn.execute(
+        "SELECT count(*) FROM common_customersynclog WHERE created_at IS NULL"
+        f" OR NOT ({FITS})").fetchone()
+    (negative,) = conn.execute("SELECT count(*) FROM common_customersynclog"
+                               " WHERE duration_ms < 0").fetchone()
+    labels = 0
+    for op, status, *details in conn.execute(
+        "SELECT operation_type, status,"
+        " CASE WHEN operation_type = 'conflict_resolution' THEN details->>'conflict_source' END,"
+        " CASE WHEN operation_type = 'customer_identification' THEN details->>'search_method' END,"
+        " CASE WHEN operation_type = 'identify_customer' THEN details->>'identification_method'"
+        " END FROM common_customersynclog"
+    ):
+        raw_ok = [exported(v) == v for v in (op, status)] + [
+            not v or exported(v) == v for v in details]
+        labels += not all(raw_ok)
+    return {"created_at_out_of_range": out_of_range, "duration_negative": negative,
+            "label_value_invalid": labels}
+
+
+def assert_whole(found: Samples, conn: psycopg.Connection[Any], now: float,
+                 buckets: list[float]) -> None:
+    assert_matches_truth(found, truth(conn, now, buckets), buckets)
+    unusable = {dict(k)["reason"]: v for k, v in
+                pick(found, "customer_sync_exporter_log_rows_unusable_total").items()}
+    assert unusable == unusable_truth(conn)
+    (count,) = conn.execute("SELECT count(*) FROM common_customersynclog").fetchone()
+    assert found[("customer_sync_exporter_log_rows_read_total", ())] == count
+
+
+def test_poison_values_are_counted_and_never_stop_the_collector(conn, make_collector) -> None:
+    from tests.exposition import promtool_problems
+
+    unconstrain(conn)
+    (biggest,) = insert_users(conn, 1)
+    conn.execute("UPDATE users SET id = %s WHERE id = %s", (BIGINT_MAX, biggest))
+    clock = Clock()
+    rows = poison_rows(BIGINT_MAX)
+    for row in rows:  # read by the start-up pass
+        insert_raw(conn, *row)
+    collector = make_collector(clock)
+    buckets = list(collector.buckets)
+    found = scrape(collector)  # raises unless the collector succeeded
+    assert_whole(found, conn, clock.now, buckets)
+    assert found[("customer_sync_exporter_log_rows_unusable_total",
+                  (("reason", "created_at_out_of_range"),))] == 5
+    for row in rows:  # read by the tail
+        insert_raw(conn, *row)
+    clock.now += 60
+    assert_whole(scrape(collector), conn, clock.now, buckets)
+    # The largest id there is: the gap below it is one range (it was 2**63 single ids), and the
+    # rows the sequence hands out next land in that gap and are read from there.
+    insert_raw(conn, "created", "success", ts(NOW), row_id=BIGINT_MAX)
+    assert scrape(collector)[("customer_sync_exporter_log_last_id", ())] == BIGINT_MAX
+    insert_raw(conn, "updated", "success", ts(NOW))
+    found = scrape(collector)
+    assert_whole(found, conn, clock.now, buckets)
+    (below,) = conn.execute("SELECT max(id) FROM common_customersynclog WHERE id < %s",
+                            (BIGINT_MAX,)).fetchone()
+    assert found[("customer_sync_exporter_log_pending_gap_ranges", ())] == 1
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == BIGINT_MAX - 1 - below
+    families = collector.collect(Deadline.after(5))
+    assert not promtool_problems(families)
+    exposed = {dict(k)["operation_type"] for k in pick(samples(families),
+                                                         "customer_sync_operations_total")}
+    assert {"кириллица", "other"} <= exposed and not {"", "\x01ctl", "x" * 500} & exposed
