@@ -51,13 +51,14 @@ def make_collector(db_dsn: str) -> Iterator[Callable[..., SyncLogCollector]]:
 
 
 def scrape(collector: SyncLogCollector, timeout: float = 10.0) -> Samples:
-    """Collect, waiting out the start-up pass (reported as a timeout failure meanwhile)."""
+    """Collect, waiting out the start-up pass and catching up (timeout failures meanwhile)."""
     end = time.monotonic() + timeout
     while True:
         try:
             return samples(collector.collect(Deadline.after(5)))
         except CollectorError as exc:
-            if exc.reason is not Reason.TIMEOUT or time.monotonic() > end:
+            waiting = "start-up" in exc.message or "catching up" in exc.message
+            if exc.reason is not Reason.TIMEOUT or not waiting or time.monotonic() > end:
                 raise
             time.sleep(0.1)
 
@@ -599,3 +600,255 @@ def test_poison_values_are_counted_and_never_stop_the_collector(conn, make_colle
     exposed = {dict(k)["operation_type"] for k in pick(samples(families),
                                                          "customer_sync_operations_total")}
     assert {"кириллица", "other"} <= exposed and not {"", "\x01ctl", "x" * 500} & exposed
+
+
+# --- big transactions (issue 12 §1) --------------------------------------------------------------
+
+BULK = (
+    "INSERT INTO common_customersynclog (onec_id, operation_type, status, error_message, details,"
+    " created_at, session, correlation_id, customer_id, duration_ms, updated_at, user_agent)"
+    " SELECT '', %(op)s, %(status)s, '', '{}', %(at)s, '7', gen_random_uuid(), NULL, NULL, now(),"
+    " '' FROM generate_series(1, %(n)s)"
+)
+
+
+def bulk(conn: psycopg.Connection[Any], n: int, op: str, status: str = "success",
+         batch: int = 2000) -> None:
+    """``n`` rows the way a 1C import in one ``transaction.atomic()`` writes them: in batches,
+    each taking its ids from the shared sequence as it goes."""
+    for done in range(0, n, batch):
+        conn.execute(BULK, {"op": op, "status": status, "at": ts(NOW - 5),
+                            "n": min(batch, n - done)})
+
+
+class SmallWriter:
+    """Another writer committing a row or two every few milliseconds, so its ids land between
+    the big transactions' ids (each of its commits splits their ids into one more range)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SmallWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            while not self._stop.wait(0.005):
+                insert_rows(c, [LogRow("error", "failed", ts(NOW - 5))] * 2)
+
+
+def totals_of(found: Samples) -> dict[tuple[str, str], float]:
+    return {(dict(k)["operation_type"], dict(k)["status"]): v
+            for k, v in pick(found, "customer_sync_operations_total").items() if v}
+
+
+def table_totals(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], int]:
+    return {(o, s): n for o, s, n in conn.execute(
+        "SELECT operation_type, status, count(*) FROM common_customersynclog GROUP BY 1, 2")}
+
+
+def assert_exact_when_quiet(conn: psycopg.Connection[Any], collector: SyncLogCollector,
+                            monotonic: Clock) -> Samples:
+    """No writer left: every counter equals the table, no gap is pending, no row was read twice."""
+    monotonic.now += 2  # past the settle period: rolled-back ids may expire
+    found = scrape_until(collector, lambda f: f[("customer_sync_exporter_log_pending_gaps", ())]
+                         == 0)
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
+    assert totals_of(found) == table_totals(conn)
+    (count,) = conn.execute("SELECT count(*) FROM common_customersynclog").fetchone()
+    assert found[("customer_sync_exporter_log_rows_read_total", ())] == count
+    return found
+
+
+def test_three_overlapping_large_transactions_one_rolled_back(db_dsn: str, conn,
+                                                               make_collector) -> None:
+    """240,000 ids in flight at once (the old tracker dropped every gap past 200,000), split by
+    another writer's commits; one transaction rolls back, the committed ones are read over
+    several short scrapes, each row once."""
+    monotonic = Clock(0.0)
+    collector = make_collector(Clock(), monotonic, batch_size=2000)
+    scrape(collector)
+    names = ("created", "updated", "skipped")
+    big = [psycopg.connect(db_dsn) for _ in names]
+    try:
+        with SmallWriter(db_dsn):
+            threads = [threading.Thread(target=bulk, args=(c, 80_000, op))
+                       for c, op in zip(big, names, strict=True)]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                scrape(collector)  # the tail passes the open transactions' ids
+                time.sleep(0.05)
+            found = scrape(collector)
+            assert found[("customer_sync_exporter_log_pending_gaps", ())] >= 240_000
+            ranges = found[("customer_sync_exporter_log_pending_gap_ranges", ())]
+            assert 3 <= ranges < 100_000
+            big[0].commit()
+            # A short deadline: what was read is served (reason timeout), the rest next time.
+            partial: list[float] = []
+            while True:
+                try:
+                    found = samples(collector.collect(Deadline.after(0.2)))
+                    break
+                except CollectorError as exc:
+                    assert exc.reason is Reason.TIMEOUT, exc.message
+                    partial.append(totals_of(samples(exc.partial)).get(("created", "success"), 0))
+            assert partial, "80,000 committed rows were read in one short scrape"
+            assert 0 < partial[0] < 80_000 and partial == sorted(partial), partial
+            assert totals_of(found)[("created", "success")] == 80_000
+            big[1].rollback()
+            scrape(collector)
+            big[2].commit()
+            scrape(collector)
+        found = assert_exact_when_quiet(conn, collector, monotonic)
+        assert ("updated", "success") not in totals_of(found)
+        assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 80_000
+        assert found[("customer_sync_exporter_log_gap_limit_reached_total", ())] == 0
+    finally:
+        for c in big:
+            c.close()
+
+
+def test_transaction_older_than_the_last_100000_ids_at_startup(db_dsn: str, conn,
+                                                                make_collector) -> None:
+    """The start-up pass used to look for gaps among the last 100,000 ids only."""
+    with psycopg.connect(db_dsn) as slow:
+        insert_rows(slow, [LogRow("created", "success", ts(NOW - 5))])  # id 1, not committed
+        conn.execute(BULK, {"op": "updated", "status": "success", "at": ts(NOW - 5),
+                            "n": 120_000})
+        collector = make_collector(Clock())
+        assert scrape(collector)[("customer_sync_exporter_log_pending_gaps", ())] == 1
+        slow.commit()
+    assert totals_of(scrape(collector)) == {("created", "success"): 1,
+                                            ("updated", "success"): 120_000}
+
+
+def test_big_transaction_committed_while_postgres_restarts() -> None:
+    """Committed, partly read, then the server dies: the cursor and the gaps survive, the rest
+    is read after the restart, nothing twice."""
+    from exporter.demo.postgres import EmbeddedPostgres
+    from tests.conftest import server_dir
+
+    server = EmbeddedPostgres(server_dir("bigtx")).start()
+    db = None
+    try:
+        dsn = server.create_database()
+        db = Database(DatabaseConfig(dsn=dsn))  # type: ignore[arg-type]
+        monotonic = Clock(0.0)
+        collector = SyncLogCollector(db, SyncLogConfig(batch_size=1000), clock=Clock(),
+                                     monotonic=monotonic)
+        scrape(collector)
+        with psycopg.connect(dsn) as big, psycopg.connect(dsn, autocommit=True) as other:
+            for _ in range(10):  # interleaved with another writer's commits
+                bulk(big, 5000, "created")
+                insert_rows(other, [LogRow("error", "failed", ts(NOW - 5))])
+            assert scrape(collector)[("customer_sync_exporter_log_pending_gaps", ())] == 50_000
+            big.commit()
+        with pytest.raises(CollectorError) as cut:
+            collector.collect(Deadline.after(0.15))  # reading, and then the server goes
+        assert cut.value.reason is Reason.TIMEOUT
+        read_before = totals_of(samples(cut.value.partial)).get(("created", "success"), 0)
+        assert 0 < read_before < 50_000
+        server.kill()
+        with pytest.raises(CollectorError) as failed:
+            collector.collect(Deadline.after(3))
+        assert failed.value.reason is Reason.CONNECT
+        server.start()
+        found = None
+        for _ in range(40):  # the pool reconnects in the background
+            try:
+                found = scrape(collector)
+                break
+            except CollectorError:
+                time.sleep(0.25)
+        assert found is not None
+        with psycopg.connect(dsn, autocommit=True) as c:
+            assert_exact_when_quiet(c, collector, monotonic)
+    finally:
+        if db is not None:
+            db.close()
+        server.stop()
+
+
+def test_gap_limit_stops_short_says_so_and_recovers(db_dsn: str, conn, make_collector) -> None:
+    """With room for three ranges and five open transactions between committed rows, the tail
+    stops before the fourth gap instead of forgetting it: a failure with its reason (also on the
+    landing page), a counter, one warning; once they commit, every row is there."""
+    from structlog.testing import capture_logs
+
+    from exporter.http import ExporterApp
+    from exporter.scrape import Scraper
+
+    collector = make_collector(Clock())
+    collector.tail.max_gap_ranges = 3
+    scrape(collector)
+    open_tx = [psycopg.connect(db_dsn) for _ in range(5)]
+    try:
+        for tx in open_tx:  # open, committed, open, committed, ...
+            insert_rows(tx, [LogRow("created", "success", ts(NOW - 5))])
+            insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
+        with capture_logs() as logs:
+            for _ in range(2):
+                with pytest.raises(CollectorError) as stopped:
+                    collector.collect(Deadline.after(5))
+        assert stopped.value.reason is Reason.TIMEOUT
+        assert "gap limit reached" in stopped.value.message
+        partial = samples(stopped.value.partial)
+        assert totals_of(partial) == {("updated", "success"): 3}  # the rows before the 4th gap
+        assert partial[("customer_sync_exporter_log_gap_limit_reached_total", ())] == 2
+        assert partial[("customer_sync_exporter_log_pending_gap_ranges", ())] == 3
+        warnings = [e for e in logs if e["event"] == "sync-log gap limit reached"]
+        assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+        scraper = Scraper([collector], 5.0, process_collector=False)
+        scraper.scrape(Deadline.after(5))
+        page = b"".join(ExporterApp(scraper)({"PATH_INFO": "/"}, lambda *_: None)).decode()
+        assert "timeout: common_customersynclog: gap limit reached" in page
+        for tx in open_tx:
+            tx.commit()
+        with capture_logs() as logs:
+            found = scrape(collector)
+        assert totals_of(found) == table_totals(conn) == {("created", "success"): 5,
+                                                          ("updated", "success"): 5}
+        assert [e["event"] for e in logs] == ["sync-log gap limit cleared"]
+        assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
+    finally:
+        for tx in open_tx:
+            tx.close()
+
+
+def test_gap_limit_at_startup_stops_the_pass_short(db_dsn: str, conn, make_collector) -> None:
+    """More holes below max(id) than ranges allowed: the start-up pass counts only the rows
+    below the first hole that does not fit, and the tail reads the rest as the holes expire."""
+    for _ in range(5):  # committed, rolled back, committed, ...
+        insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
+        with psycopg.connect(db_dsn) as aborted:
+            insert_rows(aborted, [LogRow("created", "success", ts(NOW - 5))])
+            aborted.rollback()
+    insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
+    monotonic = Clock(0.0)
+    collector = make_collector(Clock(), monotonic)
+    collector.tail.max_gap_ranges = 2
+    with pytest.raises(CollectorError) as stopped:
+        scrape(collector)
+    assert "gap limit reached" in stopped.value.message
+    partial = samples(stopped.value.partial)
+    assert totals_of(partial) == {("updated", "success"): 3}  # ids 1, 3, 5; id 6 did not fit
+    assert partial[("customer_sync_exporter_log_gap_limit_reached_total", ())] >= 1
+    end = time.monotonic() + 10
+    while True:
+        monotonic.now += 2  # the holes settle and expire (no transaction holds them): room again
+        try:
+            found = samples(collector.collect(Deadline.after(5)))
+            break
+        except CollectorError as exc:
+            assert "gap limit reached" in exc.message and time.monotonic() < end
+    assert totals_of(found) == table_totals(conn) == {("updated", "success"): 6}
+    found = assert_exact_when_quiet(conn, collector, monotonic)
+    assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 5
