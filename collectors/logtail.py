@@ -168,7 +168,12 @@ _INFO = (
     " pg_snapshot_xmin(pg_current_snapshot())::text::int8,"
     " pg_snapshot_xmax(pg_current_snapshot())::text::int8,"
     " (SELECT max(id) FROM {table}),"
-    " pg_relation_filenode({regclass}::regclass)"
+    " pg_relation_filenode({regclass}::regclass),"
+    # The last id the table's sequence handed out (NULL without the privilege to see it): an id
+    # above it was never taken, so it is not a rolled-back gap but a row still to come (below a
+    # row inserted with an explicit, higher id).
+    " (SELECT last_value FROM pg_sequences WHERE quote_ident(schemaname) || '.'"
+    " || quote_ident(sequencename) = pg_get_serial_sequence({regclass}, 'id'))"
 )
 # The start-up pass, in one repeatable-read snapshot. First every row is counted into a few
 # label groups (one scan, hashed, parallel); the same scan finds the lowest id of a recent row,
@@ -310,7 +315,7 @@ class LogTail:
                 conn.autocommit = False
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 conn.execute("SET LOCAL statement_timeout = 0")
-                now, _xmin, _xmax, hi, filenode = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
+                now, _xmin, _xmax, hi, filenode, _seq = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
                 detected = self.monotonic()  # every invisible id below hi is invisible now
                 now = self._now(now)
                 hi = hi or 0
@@ -400,7 +405,7 @@ class LogTail:
 
     def _poll(self, deadline: Deadline) -> None:
         with self.db.connection(deadline) as conn:
-            now, xmin, xmax, max_id, filenode = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
+            now, xmin, xmax, max_id, filenode, taken = conn.execute(self._sql["info"]).fetchone()  # type: ignore[misc]
             if (max_id or 0) < self.cursor or filenode != self.filenode:
                 self.stats.rebaselines += 1
                 self.warm = False
@@ -410,26 +415,26 @@ class LogTail:
                     "storage changed; the table was truncated or restored, reading it again",
                 )
             self._set_time(self._now(now))
-            took = [0.0]
+            started = [time.monotonic()]
 
             def fetch(plan: Plan) -> list[Any]:
-                started = time.monotonic()
-                rows = conn.execute(self._sql["gaps"], {
+                started[0] = time.monotonic()
+                return conn.execute(self._sql["gaps"], {
                     "lo": [p[0] for p in plan], "hi": [p[1] for p in plan],
                     "limit": [p[2] for p in plan],
                 }).fetchall()
-                took[0] = time.monotonic() - started
-                return rows
 
             reread = self.gaps.reread(
                 fetch, self._consume, budget=self.batch_size,
                 ranges_per_query=GAP_RANGES_PER_QUERY,
-                more=lambda: deadline.remaining() >= 2 * took[0],
+                # Time for another batch as long as the last one took (query and consuming it).
+                more=lambda: deadline.remaining() >= 2 * (time.monotonic() - started[0]),
             )
             self.gaps.note_horizons(self.monotonic(), xmax, GAP_SETTLE_SECONDS)
-            # Only ids looked at since ``xmin`` was read may go: a row committed into the others
-            # could still be unread.
-            self.stats.gaps_expired += self.gaps.expire(xmin, below=reread.covered)
+            # Only ids looked at since ``xmin`` was read may go (a row committed into the others
+            # could still be unread), and only ids the sequence has handed out.
+            below = reread.covered if taken is None else min(reread.covered, taken + 1)
+            self.stats.gaps_expired += self.gaps.expire(xmin, below=below)
             if reread.at_limit:
                 raise self._gap_limit_reached()
             if not reread.complete:
