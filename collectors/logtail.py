@@ -323,10 +323,13 @@ class LogTail:
                 with self.lock:
                     self._reset_state()
                 gaps = GapSet(self.max_gap_ranges)
-                groups, lowest_recent, hi = self._warmup_groups(conn, hi, cutoff, gaps, detected)
+                unusable: Counter[str] = Counter()
+                groups, lowest_recent, hi = self._warmup_groups(conn, hi, cutoff, gaps, detected,
+                                                                unusable)
                 with self.lock:
                     self._deliver(groups, [])
                     self.stats.rows_read += sum(g.rows for g in groups)
+                    self.stats.unusable.update(unusable)
                 if lowest_recent is not None:
                     # A server-side cursor streams the rows: memory stays flat at any size.
                     with conn.cursor(name="customer_sync_warmup") as cur:
@@ -352,8 +355,8 @@ class LogTail:
         except Exception as exc:
             self._warmup_error = CollectorError(classify(exc), describe(exc))
 
-    def _warmup_groups(self, conn: Any, hi: int, cutoff: Any, gaps: GapSet,
-                       detected: float) -> tuple[list[Group], int | None, int]:
+    def _warmup_groups(self, conn: Any, hi: int, cutoff: Any, gaps: GapSet, detected: float,
+                       unusable: Counter[str]) -> tuple[list[Group], int | None, int]:
         """Count every row up to ``hi`` into groups and track the ids missing below it. If they
         need more ranges than the limit, the pass stops short of the first hole that does not
         fit (the tail reads on from there) and counts again up to it. Returns the groups, the
@@ -369,12 +372,11 @@ class LogTail:
         elif first is not None and first > 1:
             gaps.add(1, first - 1, detected)  # rows deleted, or in flight, before the first
         groups, lowest_recent = [], None
-        unusable = self.stats.unusable
         for rec in records:
             unusable[CREATED_AT_OUT_OF_RANGE] += rec[12]
             unusable[DURATION_NEGATIVE] += rec[13]
             groups.append(self._group(rec[0], rec[1], rec[2], rec[3], rec[4], rec[5], rec[6],
-                                      rec[7], rec[8], rec[9], rec[10]))
+                                      rec[7], rec[8], rec[9], rec[10], unusable))
             if rec[11] is not None and (lowest_recent is None or rec[11] < lowest_recent):
                 lowest_recent = rec[11]
         return groups, lowest_recent, hi
@@ -511,7 +513,7 @@ class LogTail:
                 unusable[DURATION_NEGATIVE] += 1
                 duration = None
             group = self._group(rec[1], rec[2], rec[6], rec[7], rec[8], rec[9], rec[10], rec[11],
-                                1, duration or 0, ts)
+                                1, duration or 0, ts, unusable)
             groups.append(group)
             if ts is None:
                 unusable[CREATED_AT_OUT_OF_RANGE] += 1
@@ -530,12 +532,12 @@ class LogTail:
 
     def _group(self, op: str | None, status: str | None, bucket: int | None, cs: str | None,
                es: str | None, sm: str | None, fd: str | None, im: str | None, count: int,
-               dur_sum: int, newest: int | None) -> Group:
+               dur_sum: int, newest: int | None, unusable: Counter[str]) -> Group:
         op_code, status_code = self.ops.code(op), self.statuses.code(status)
         if ((op_code == self.ops.other and not label_value_ok(op))
                 or (status_code == self.statuses.other and not label_value_ok(status))
                 or _unusable_detail(cs) or _unusable_detail(sm) or _unusable_detail(im)):
-            self.stats.unusable[LABEL_VALUE_INVALID] += count
+            unusable[LABEL_VALUE_INVALID] += count
             cs, sm, im = (OTHER if _unusable_detail(v) else v for v in (cs, sm, im))
         return Group(op_code, status_code, bucket, cs, es, sm, fd, im, count, dur_sum, newest)
 
