@@ -149,7 +149,7 @@ USABLE_TS = "isfinite({c}) AND extract(epoch FROM {c}) < 9223372036854"
 _USABLE = USABLE_TS.format(c="created_at")
 _TS = "CASE WHEN " + _USABLE + " THEN (extract(epoch FROM created_at) * 1000000)::int8 END"
 _DURATION = "CASE WHEN duration_ms >= 0 THEN duration_ms END"
-_BUCKET = "width_bucket(" + _DURATION + ", {thresholds}::int[])"
+_BUCKET = "width_bucket(" + _DURATION + ", {thresholds}::int8[])"  # bounds past int4 ms too
 _ROW = (
     "id, operation_type, status, " + _TS + ", duration_ms, customer_id, " + _BUCKET + ", "
     + _DETAILS

@@ -861,3 +861,13 @@ def test_gap_limit_at_startup_stops_the_pass_short(db_dsn: str, conn, make_colle
     assert totals_of(found) == table_totals(conn) == {("updated", "success"): 6}
     found = assert_exact_when_quiet(conn, collector, monotonic)
     assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 5
+
+
+def test_bucket_bounds_beyond_an_integer_of_milliseconds(conn, make_collector) -> None:
+    """A histogram bound of 30 days is 2.6e9 ms, more than duration_ms's integer holds."""
+    insert_rows(conn, [LogRow("batch_operation", "success", ts(NOW - 10), d)
+                       for d in (5, 2_147_483_647)])
+    found = scrape(make_collector(Clock(), buckets=[0.01, 2_592_000.0]))
+    buckets = pick(found, "customer_sync_operation_duration_seconds_bucket",
+                   operation_type="batch_operation")
+    assert buckets == {(("le", "0.01"),): 1, (("le", "2.592e+06"),): 2, (("le", "+Inf"),): 2}
