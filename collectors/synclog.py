@@ -316,8 +316,9 @@ class SyncLogCollector:
             ),
             GaugeMetricFamily(
                 "customer_sync_exporter_log_pending_gaps",
-                "Ids below the cursor not yet seen: rows of transactions still in flight, or "
-                "rolled-back ids waiting to be confirmed.",
+                "Ids below the cursor not yet seen: rows of transactions still in flight, "
+                "rolled-back ids waiting to be confirmed, or ids the sequence has not handed out "
+                "yet below a row inserted with a higher, explicit id.",
                 value=tail.gaps.ids,
             ),
             GaugeMetricFamily(
