@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from psycopg import sql
 
-from collectors.logtail import Group, LabelSet, LogSubscriber
+from collectors.logtail import USABLE_TS, Group, LabelSet, LogSubscriber
 from collectors.synclog import SyncLogCollector
 from collectors.windows import Row, WindowConsumer
 from exporter.collector import CollectorError, Deadline
@@ -79,7 +79,7 @@ class BusinessCounters(LogSubscriber):
                 self.identifications[(method, found)] += g.rows
             elif op == "identify_customer":
                 legacy = g.identification_method
-                method_name = "none" if legacy in (None, "not_found") else legacy
+                method_name = "none" if not legacy or legacy == "not_found" else legacy
                 method = self.methods.values[self.methods.code(method_name)]
                 found = "true" if g.status == success else "false"
                 self.identifications[(method, found)] += g.rows
@@ -175,7 +175,7 @@ class BusinessCollector:
         ).format(users)
         self.recent_users_query = sql.SQL(
             "SELECT created_in_1c, (extract(epoch FROM created_at) * 1000000)::int8 FROM {}"
-            " WHERE created_at > %(since)s"
+            " WHERE created_at > %(since)s AND " + USABLE_TS.format(c="created_at")
         ).format(users)
         self.user_rows: list[tuple[Any, ...]] = []
         self.export_oldest_query = sql.SQL(
@@ -185,7 +185,8 @@ class BusinessCollector:
         self.export_oldest_us: int | None = None
         self.created_us: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
         self.imports_query = sql.SQL(
-            "SELECT import_type, status, count(*), max(extract(epoch FROM finished_at))::float8"
+            "SELECT import_type, status, count(*),"
+            " extract(epoch FROM max(finished_at) FILTER (WHERE isfinite(finished_at)))::float8"
             " FROM {} GROUP BY 1, 2"
         ).format(_ident(config.import_sessions_table))
 
@@ -368,7 +369,8 @@ class BusinessCollector:
         )
         finished = GaugeMetricFamily(
             "customer_sync_last_import_finished_timestamp_seconds",
-            "Newest finished_at of import sessions of this type and status (Unix time).",
+            "Newest finished_at of import sessions of this type and status (Unix time); an "
+            "infinite finished_at has no time and is left out.",
             labels=["import_type", "status"],
         )
         types, statuses = LabelSet(IMPORT_TYPES, LABEL_CAP), LabelSet(IMPORT_STATUSES, LABEL_CAP)

@@ -21,8 +21,10 @@ from prometheus_client.core import (
 from sortedcontainers import SortedList
 
 from collectors.logtail import (
+    MAX_LABEL_LENGTH,
     OPERATION_TYPES,
     STATUSES,
+    UNUSABLE_REASONS,
     Group,
     LabelSet,
     LogSubscriber,
@@ -70,7 +72,7 @@ class SyncCounters(LogSubscriber):
         for g in groups:
             key = (g.op, g.status)
             self.operations[key] += g.rows
-            if g.newest_us > self.newest.get(key, -(2**62)):
+            if g.newest_us is not None and g.newest_us > self.newest.get(key, -(2**63)):
                 self.newest[key] = g.newest_us
             if g.bucket is not None:
                 counts = self.buckets.get(g.op)
@@ -131,8 +133,10 @@ class SyncLogCollector:
         config: SyncLogConfig,
         *,
         clock: Callable[[], float] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        """``clock`` (Unix seconds) replaces the time source; by default ``config.time_source``."""
+        """``clock`` (Unix seconds) replaces the time source; by default ``config.time_source``.
+        ``monotonic`` is the tail's clock for settling gaps."""
         self.config = config
         self.windows = config.windows
         self.buckets = config.buckets
@@ -158,6 +162,7 @@ class SyncLogCollector:
             on_rows=self.sliding.add,
             on_time=self.sliding.advance,
             subscribers=[self.counters],
+            monotonic=monotonic,
         )
         self._reset_windows_on_warmup()
 
@@ -282,7 +287,21 @@ class SyncLogCollector:
         return [recent, pct, avg]
 
     def _self_metrics(self) -> list[Metric]:
-        stats = self.tail.stats
+        tail, stats = self.tail, self.tail.stats
+        unusable = CounterMetricFamily(
+            "customer_sync_exporter_log_rows_unusable",
+            "Sync-log rows read with a value the exporter could not use; each is still counted "
+            "in customer_sync_operations_total. created_at_out_of_range: created_at is infinity, "
+            "-infinity (or NULL, or after the year 294246: no Unix microsecond in 64 bits), so "
+            "the row is in no window and no newest timestamp. duration_negative: "
+            "duration_ms < 0 (the schema forbids it), not observed as a duration. "
+            "label_value_invalid: operation_type, status or a details value used as a label is "
+            f"NULL, empty, longer than {MAX_LABEL_LENGTH} characters or not printable, counted "
+            "as other.",
+            labels=["reason"],
+        )
+        for reason in UNUSABLE_REASONS:
+            unusable.add_metric([reason], stats.unusable[reason])
         return [
             CounterMetricFamily(
                 "customer_sync_exporter_log_rows_read",
@@ -293,12 +312,40 @@ class SyncLogCollector:
             GaugeMetricFamily(
                 "customer_sync_exporter_log_last_id",
                 "Highest sync-log id read so far (the tail cursor).",
-                value=self.tail.cursor,
+                value=tail.cursor,
             ),
             GaugeMetricFamily(
                 "customer_sync_exporter_log_pending_gaps",
-                "Ids below the cursor not yet seen: rows of transactions still in flight, or "
-                "rolled-back ids waiting to be confirmed.",
-                value=len(self.tail.gaps),
+                "Ids below the cursor not yet seen: rows of transactions still in flight, "
+                "rolled-back ids waiting to be confirmed, or ids the sequence has not handed out "
+                "yet below a row inserted with a higher, explicit id.",
+                value=tail.gaps.ids,
             ),
+            GaugeMetricFamily(
+                "customer_sync_exporter_log_pending_gap_ranges",
+                "Ranges of consecutive ids the pending gaps are kept as (memory is per range; at "
+                f"{tail.gaps.max_ranges} the tail waits, see "
+                "customer_sync_exporter_log_gap_limit_reached_total).",
+                value=tail.gaps.ranges,
+            ),
+            CounterMetricFamily(
+                "customer_sync_exporter_log_gaps_expired",
+                "Pending gap ids given up after every transaction that could still insert them "
+                "ended: rolled back, or deleted before they were read.",
+                value=stats.gaps_expired,
+            ),
+            CounterMetricFamily(
+                "customer_sync_exporter_log_gap_limit_reached",
+                "Reads of the sync log that stopped at the gap-range limit: nothing is lost, "
+                "newer rows wait until the transactions holding the pending ids end (the "
+                "collector fails with reason timeout meanwhile).",
+                value=stats.gap_limit_reached,
+            ),
+            CounterMetricFamily(
+                "customer_sync_exporter_log_rebaselines",
+                "Times the sync log was read again from scratch because the table was truncated "
+                "or restored (every counter starts over).",
+                value=stats.rebaselines,
+            ),
+            unusable,
         ]

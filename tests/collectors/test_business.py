@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import random
 import time
+import unicodedata
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -413,3 +415,99 @@ def test_export_queue_oldest_age_equals_sql(db_dsn: str, conn, business) -> None
     write("UPDATE users SET needs_1c_export = false")
     time.sleep(1.1)
     assert scrape(collector)[name] == expected() == 0.0
+
+
+# --- values without a finite meaning (issue 12 §2) -----------------------------------------------
+
+
+def label(value: str | None, absent: str) -> str:
+    """A details value as a label: ``absent`` for null or empty, other when not exportable
+    (over 100 characters, or any character of Unicode's Other or Separator classes but space)."""
+    if not value:
+        return absent
+    if len(value) > 100 or any(unicodedata.category(c)[0] in "CZ" and c != " " for c in value):
+        return "other"
+    return value
+
+
+def test_poison_rows_leave_every_business_number_exact(conn, business) -> None:
+    collector, clock = business
+    customers = insert_users(conn, 3, created_at=ts(NOW - 100))
+    insert_users(conn, 1, created_at="infinity")  # type: ignore[arg-type]
+    insert_users(conn, 1, created_in_1c=True, created_at="-infinity")  # type: ignore[arg-type]
+    for finished in ("infinity", "-infinity", ts(NOW - 50)):
+        conn.execute("INSERT INTO import_sessions (import_type, status, started_at, finished_at,"
+                     " report_details, error_message, created_at, report, updated_at) VALUES"
+                     " ('customers', 'completed', now(), %s::timestamptz, '{}', '', now(), '',"
+                     " now())", (finished,))
+    long_text = "z" * 150
+    details = [
+        "null", "[1, 2]", '"a string"', "42", '{"conflict_source": {"a": 1}, "email_sent": 1}',
+        '{"conflict_source": 5, "email_sent": "yes"}', '{"conflict_source": "", "email_sent": true}',
+        '{"conflict_source": null, "email_sent": "true"}', '{"conflict_source": true}',
+        '{"conflict_source": "' + long_text + '"}', '{"conflict_source": "a\\u0007b"}',
+        '{"search_method": ["tax_id"], "found": "TRUE"}', '{"search_method": "", "found": 1}',
+        '{"search_method": "\\u001b[0m", "found": true}', '{"search_method": 7, "found": "true"}',
+        '{"found": null}', '{"identification_method": ""}', '{"identification_method": 12}',
+        '{"identification_method": {"x": 1}}', '{"identification_method": "\\t"}',
+    ]
+    ops = ("conflict_resolution", "customer_identification", "identify_customer")
+    for _phase in ("start-up pass", "tail"):
+        for created_at in ("infinity", "-infinity", ts(NOW - 20)):
+            for d in details:
+                for op in ops:
+                    for status in ("success", "error"):
+                        conn.execute(
+                            "INSERT INTO common_customersynclog (onec_id, operation_type, status,"
+                            " error_message, details, created_at, session, correlation_id,"
+                            " customer_id, duration_ms, updated_at, user_agent) VALUES ('', %s,"
+                            " %s, '', %s::jsonb, %s::timestamptz, '', gen_random_uuid(), %s,"
+                            " NULL, now(), '')", (op, status, d, created_at, customers[len(d) % 3]),
+                        )
+        assert_poison_exact(conn, scrape(collector), clock.now)  # scrape raises on a failure
+
+
+def assert_poison_exact(conn: psycopg.Connection[Any], found: Samples, now: float) -> None:
+    rows = conn.execute(
+        "SELECT operation_type, status, details->>'conflict_source', details->>'email_sent',"
+        " details->>'search_method', details->>'found', details->>'identification_method'"
+        " FROM common_customersynclog").fetchall()
+    conflicts: Counter[tuple[tuple[str, str], ...]] = Counter()
+    idents: Counter[tuple[tuple[str, str], ...]] = Counter()
+    sent = 0
+    for op, status, source, email, method, found_flag, legacy in rows:
+        if op == "conflict_resolution":
+            conflicts[(("source", label(source, "unknown")), ("status", status))] += 1
+            sent += email == "true"
+        elif op == "customer_identification":
+            idents[(("found", "true" if found_flag == "true" else "false"),
+                    ("method", label(method, "none")))] += 1
+        else:
+            method = "none" if legacy == "not_found" else label(legacy, "none")
+            idents[(("found", "true" if status == "success" else "false"),
+                    ("method", method))] += 1
+    assert {k: v for k, v in pick(found, "customer_sync_conflicts_total").items() if v} == conflicts
+    assert {k: v for k, v in pick(found, "customer_sync_identifications_total").items()
+            if v} == idents
+    assert found[("customer_sync_admin_notifications_total", (("result", "sent"),))] == sent
+    t = ts(now)
+    for window, seconds in {"5m": 300, "1h": 3600, "24h": 86400}.items():
+        (synced,) = conn.execute(
+            "SELECT count(DISTINCT customer_id) FROM common_customersynclog WHERE status ="
+            " 'success' AND created_at > %s AND created_at <= %s",
+            (t - timedelta(seconds=seconds), t)).fetchone()
+        assert found[("customer_sync_recent_customers_synced", (("window", window),))] == synced
+        created = q(conn, "SELECT CASE WHEN created_in_1c THEN '1c_import' ELSE 'portal' END,"
+                    " count(*) FROM users WHERE created_at > %s AND created_at <= %s GROUP BY 1",
+                    t - timedelta(seconds=seconds), t)
+        assert {k: v for k, v in pick(found, "customer_sync_recent_customers_created",
+                                      window=window).items() if v} == {
+            (("origin", o),): n for o, n in created.items()}
+    assert found[("customer_sync_customers", (("origin", "portal"), ("role", "retail")))] == 4
+    (newest,) = conn.execute("SELECT extract(epoch FROM max(finished_at))::float8 FROM"
+                             " import_sessions WHERE finished_at > '-infinity' AND finished_at"
+                             " < 'infinity'").fetchone()
+    assert pick(found, "customer_sync_last_import_finished_timestamp_seconds") == {
+        (("import_type", "customers"), ("status", "completed")): pytest.approx(newest)}
+    assert found[("customer_sync_import_sessions",
+                  (("import_type", "customers"), ("status", "completed")))] == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import unicodedata
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -41,10 +42,11 @@ pytestmark = pytest.mark.every_pg_major
 def make_collector(exporter_dsn: str) -> Iterator[Callable[..., SyncLogCollector]]:
     dbs: list[Database] = []
 
-    def make(clock: Clock | None = None, **config: Any) -> SyncLogCollector:
+    def make(clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic,
+             **config: Any) -> SyncLogCollector:
         db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
         dbs.append(db)
-        return SyncLogCollector(db, SyncLogConfig(**config), clock=clock)
+        return SyncLogCollector(db, SyncLogConfig(**config), clock=clock, monotonic=monotonic)
 
     yield make
     for db in dbs:
@@ -52,59 +54,94 @@ def make_collector(exporter_dsn: str) -> Iterator[Callable[..., SyncLogCollector
 
 
 def scrape(collector: SyncLogCollector, timeout: float = 10.0) -> Samples:
-    """Collect, waiting out the start-up pass (reported as a timeout failure meanwhile)."""
+    """Collect, waiting out the start-up pass and catching up (timeout failures meanwhile)."""
     end = time.monotonic() + timeout
     while True:
         try:
             return samples(collector.collect(Deadline.after(5)))
         except CollectorError as exc:
-            if exc.reason is not Reason.TIMEOUT or time.monotonic() > end:
+            waiting = "start-up" in exc.message or "catching up" in exc.message
+            if exc.reason is not Reason.TIMEOUT or not waiting or time.monotonic() > end:
                 raise
             time.sleep(0.1)
 
 
+def exported(value: str | None) -> str:
+    """The label a raw operation_type or status is exported under, by the rule the README gives
+    (1 to 100 characters, none of Unicode's Other or Separator classes but the space)."""
+    if value is None or not 1 <= len(value) <= 100:
+        return "other"
+    if any(unicodedata.category(c)[0] in "CZ" and c != " " for c in value):
+        return "other"
+    return value
+
+
+# created_at has a place in time when its Unix microseconds fit in 64 bits (not +-infinity).
+FITS = ("created_at > '-infinity'"
+        " AND extract(epoch FROM created_at) * 1000000 <= 9223372036854775807")
+
+# Every query groups by the exported labels: a join maps each raw value to its label.
+_LABELS = (
+    " FROM common_customersynclog JOIN unnest(%(op_raw)s::text[], %(op_label)s::text[])"
+    " AS o(raw, label) ON o.raw IS NOT DISTINCT FROM operation_type"
+    " JOIN unnest(%(st_raw)s::text[], %(st_label)s::text[]) AS s(raw, label)"
+    " ON s.raw IS NOT DISTINCT FROM status"
+)
+
+
+def scrape_until(collector: SyncLogCollector, done: Callable[[Samples], bool],
+                 timeout: float = 10.0) -> Samples:
+    """Scrape until ``done``: an autovacuum or autoanalyze may hold a transaction id for a
+    moment, which holds the snapshot horizon back."""
+    end = time.monotonic() + timeout
+    found = scrape(collector)
+    while not done(found) and time.monotonic() < end:
+        time.sleep(0.1)
+        found = scrape(collector)
+    return found
+
+
 def truth(conn: psycopg.Connection[Any], now: float, buckets: list[float]) -> dict[str, Any]:
-    """Every exported number, recomputed by plain SQL over the table."""
+    """Every exported number, recomputed by plain SQL over the table. Rows count wherever their
+    values allow: a created_at of +-infinity is in no window and no newest time, a negative
+    duration is no duration."""
     t = ts(now)
+    params: dict[str, Any] = {"t": t}
+    for key, column in (("op", "operation_type"), ("st", "status")):
+        raw = [r[0] for r in conn.execute(f"SELECT DISTINCT {column} FROM common_customersynclog")]
+        params[f"{key}_raw"], params[f"{key}_label"] = raw, [exported(v) for v in raw]
+
+    def rows(query: str, **extra: Any) -> list[tuple[Any, ...]]:
+        return conn.execute(query, {**params, **extra}).fetchall()
+
     out: dict[str, Any] = {
-        "total": {
-            (o, s): n for o, s, n in conn.execute(
-                "SELECT operation_type, status, count(*) FROM common_customersynclog GROUP BY 1, 2"
-            )
-        },
-        "newest": {
-            (o, s): m.timestamp() for o, s, m in conn.execute(
-                "SELECT operation_type, status, max(created_at) FROM common_customersynclog"
-                " GROUP BY 1, 2"
-            )
-        },
+        "total": {(o, s): n for o, s, n in rows(
+            "SELECT o.label, s.label, count(*)" + _LABELS + " GROUP BY 1, 2")},
+        "newest": {(o, s): m for o, s, m in rows(
+            "SELECT o.label, s.label,"
+            f" extract(epoch FROM max(created_at) FILTER (WHERE {FITS}))::float8"
+            + _LABELS + " GROUP BY 1, 2") if m is not None},
         "hist": {},
         "recent": {},
         "pct": {},
         "avg": {},
     }
     for b in buckets:
-        for o, n in conn.execute(
-            "SELECT operation_type, count(*) FROM common_customersynclog"
-            " WHERE duration_ms / 1000.0 <= %s GROUP BY 1", (b,)
-        ):
+        for o, n in rows("SELECT o.label, count(*)" + _LABELS + " WHERE duration_ms >= 0 AND"
+                         " duration_ms / 1000.0 <= %(b)s GROUP BY 1", b=b):
             out["hist"][(o, b)] = n
     for label, seconds in WINDOWS.items():
-        where = "created_at > %(t)s - %(w)s * interval '1 second' AND created_at <= %(t)s"
-        params = {"t": t, "w": seconds}
-        for o, s, n in conn.execute(
-            f"SELECT operation_type, status, count(*) FROM common_customersynclog WHERE {where}"
-            " GROUP BY 1, 2", params
-        ):
+        where = " WHERE created_at > %(t)s - %(w)s * interval '1 second' AND created_at <= %(t)s"
+        for o, s, n in rows("SELECT o.label, s.label, count(*)" + _LABELS + where
+                            + " GROUP BY 1, 2", w=seconds):
             out["recent"][(o, s, label)] = n
-        for o, p50, p95, p99, avg in conn.execute(
-            "SELECT operation_type,"
+        for o, p50, p95, p99, avg in rows(
+            "SELECT o.label,"
             " percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms / 1000.0),"
             " percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms / 1000.0),"
             " percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms / 1000.0),"
-            " avg(duration_ms / 1000.0)::float8"
-            f" FROM common_customersynclog WHERE {where} AND duration_ms IS NOT NULL GROUP BY 1",
-            params,
+            " avg(duration_ms / 1000.0)::float8" + _LABELS + where
+            + " AND duration_ms >= 0 GROUP BY 1", w=seconds,
         ):
             out["pct"].update({(o, label, "50"): p50, (o, label, "95"): p95, (o, label, "99"): p99})
             out["avg"][(o, label)] = avg
@@ -196,8 +233,8 @@ def test_out_of_order_commit_is_counted_once(db_dsn: str, conn, make_collector) 
 
 
 def test_rolled_back_ids_expire_without_stalling(db_dsn: str, conn, make_collector) -> None:
-    clock = Clock()
-    collector = make_collector(clock)
+    clock, monotonic = Clock(), Clock(0.0)
+    collector = make_collector(clock, monotonic)
     scrape(collector)
     with psycopg.connect(db_dsn) as aborted:
         insert_rows(aborted, [LogRow("created", "success", ts(NOW - 1))] * 3)
@@ -205,10 +242,13 @@ def test_rolled_back_ids_expire_without_stalling(db_dsn: str, conn, make_collect
     insert_rows(conn, [LogRow("updated", "success", ts(NOW - 1))])
     found = scrape(collector)
     assert found[("customer_sync_exporter_log_pending_gaps", ())] == 3
-    time.sleep(1.1)  # the settle period before a snapshot horizon is taken
-    scrape(collector)
+    monotonic.now += 0.9  # within the settle period: the ids are still waited for
     found = scrape(collector)
-    assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == 3
+    monotonic.now += 0.2  # settled: a snapshot horizon is taken, and passed at once (no writer)
+    found = scrape_until(collector, lambda f: f[("customer_sync_exporter_log_pending_gaps", ())]
+                         == 0)
+    assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 3
     insert_rows(conn, [LogRow("updated", "success", ts(NOW - 1))])
     found = scrape(collector)
     assert found[("customer_sync_operations_total",
@@ -413,3 +453,423 @@ def test_truncate_and_refill_in_one_transaction_is_noticed(db_dsn: str, conn,
     totals = pick(found, "customer_sync_operations_total")
     assert sum(totals.values()) == 5
     assert totals[(("operation_type", "updated"), ("status", "success"))] == 5
+
+
+# --- values without a finite meaning (issue 12 §2) ---------------------------------------------
+
+BIGINT_MAX = 2**63 - 1
+
+
+def unconstrain(conn: psycopg.Connection[Any]) -> None:
+    """The log table as a careless migration or a hand-made copy could leave it, to reach values
+    the real schema forbids: text labels without NOT NULL, created_at nullable, no CHECK on
+    duration_ms. (Infinite timestamps, NULL customers and durations, extreme integers and odd
+    text are all allowed by the real schema.)"""
+    conn.execute("DROP INDEX customer_sync_logs_operation_type_ce6108e7_like,"
+                 " customer_sync_logs_status_4ff9bb33_like")
+    conn.execute("ALTER TABLE common_customersynclog ALTER operation_type TYPE text,"
+                 " ALTER status TYPE text, ALTER operation_type DROP NOT NULL,"
+                 " ALTER status DROP NOT NULL, ALTER created_at DROP NOT NULL,"
+                 " DROP CONSTRAINT customer_sync_logs_duration_ms_check")
+
+
+def insert_raw(conn: psycopg.Connection[Any], op: str | None, status: str | None,
+               created_at: Any, duration: int | None = None, customer: int | None = None,
+               details: str = "{}", row_id: int | None = None) -> None:
+    """One row with values taken as PostgreSQL takes them (created_at may be 'infinity')."""
+    conn.execute(
+        "INSERT INTO common_customersynclog (id, onec_id, operation_type, status, error_message,"
+        " details, created_at, session, correlation_id, customer_id, duration_ms, updated_at,"
+        " user_agent) VALUES (coalesce(%s, nextval(pg_get_serial_sequence("
+        "'common_customersynclog', 'id'))), '', %s, %s, '', %s::jsonb, %s::timestamptz, '',"
+        " gen_random_uuid(), %s, %s, now(), '')",
+        (row_id, op, status, details, created_at, customer, duration),
+    )
+
+
+def poison_rows(biggest_customer: int) -> list[tuple[Any, ...]]:
+    """(op, status, created_at, duration, customer, details): every value the collector converts
+    at its edges, mixed with ordinary rows."""
+    recent = ts(NOW - 30)
+    long_text = "y" * 300
+    return [
+        ("created", "success", "infinity", None, None, "{}"),
+        ("updated", "success", "-infinity", 5, biggest_customer, "{}"),
+        ("error", "failed", None, 7, None, "{}"),
+        ("updated", "success", "294276-12-31 23:59:59.999999+00", 9, None, "{}"),
+        ("updated", "success", "4713-01-01 00:00:00+00 BC", None, None, "{}"),
+        ("batch_operation", "success", recent, 2_147_483_647, None, "{}"),
+        ("batch_operation", "success", recent, 0, None, "{}"),
+        ("batch_operation", "warning", recent, -1, None, "{}"),
+        ("batch_operation", "error", recent, -2_147_483_648, None, "{}"),
+        ("updated", "success", recent, None, biggest_customer, "{}"),
+        ("updated", "success", recent, None, None, "{}"),
+        ("", "success", recent, 3, None, "{}"),
+        ("x" * 500, "success", recent, 4, None, "{}"),
+        ("\x01ctl", "success", recent, None, None, "{}"),
+        ("tab\there", "error", recent, None, None, "{}"),
+        ("line\nbreak", "success", recent, 11, None, "{}"),
+        ("\x1b[31mred", "success", recent, None, None, "{}"),
+        ("\u200bzero-width", "success", recent, None, None, "{}"),
+        (None, "success", recent, 6, None, "{}"),
+        ("created", None, recent, None, None, "{}"),
+        ("created", "", recent, None, None, "{}"),
+        ("created", "s" * 200, recent, None, None, "{}"),
+        ("кириллица", 'quote"back\\slash', recent, 8, None, "{}"),
+        ("other", "success", recent, None, None, "{}"),  # a real value named like the overflow
+        ("conflict_resolution", "success", recent, 2, None, "null"),
+        ("conflict_resolution", "success", recent, None, None, "[1, 2]"),
+        ("conflict_resolution", "error", recent, None, None, '"just a string"'),
+        ("conflict_resolution", "success", recent, None, None, '{"conflict_source": {"a": 1}}'),
+        ("conflict_resolution", "success", "infinity", None, None, '{"conflict_source": 5}'),
+        ("conflict_resolution", "success", recent, None, None, '{"conflict_source": ""}'),
+        ("conflict_resolution", "success", recent, None, None,
+         '{"conflict_source": "' + long_text + '"}'),
+        ("conflict_resolution", "success", recent, None, None, '{"conflict_source": "a\\u0007b"}'),
+        ("customer_identification", "success", recent, 1, None,
+         '{"search_method": ["tax_id"], "found": "TRUE"}'),
+        ("customer_identification", "skipped", recent, None, None,
+         '{"search_method": "\\u001b[0m", "found": 1}'),
+        ("identify_customer", "success", recent, None, None, '{"identification_method": "\\t"}'),
+    ]
+
+
+def unusable_truth(conn: psycopg.Connection[Any]) -> dict[str, int]:
+    """Rows the collector can count but not use whole, by reason, from the table itself."""
+    (out_of_range,) = conn.execute(
+        "SELECT count(*) FROM common_customersynclog WHERE created_at IS NULL"
+        f" OR NOT ({FITS})").fetchone()
+    (negative,) = conn.execute("SELECT count(*) FROM common_customersynclog"
+                               " WHERE duration_ms < 0").fetchone()
+    labels = 0
+    for op, status, *details in conn.execute(
+        "SELECT operation_type, status,"
+        " CASE WHEN operation_type = 'conflict_resolution' THEN details->>'conflict_source' END,"
+        " CASE WHEN operation_type = 'customer_identification' THEN details->>'search_method' END,"
+        " CASE WHEN operation_type = 'identify_customer' THEN details->>'identification_method'"
+        " END FROM common_customersynclog"
+    ):
+        raw_ok = [exported(v) == v for v in (op, status)] + [
+            not v or exported(v) == v for v in details]
+        labels += not all(raw_ok)
+    return {"created_at_out_of_range": out_of_range, "duration_negative": negative,
+            "label_value_invalid": labels}
+
+
+def assert_whole(found: Samples, conn: psycopg.Connection[Any], now: float,
+                 buckets: list[float]) -> None:
+    assert_matches_truth(found, truth(conn, now, buckets), buckets)
+    unusable = {dict(k)["reason"]: v for k, v in
+                pick(found, "customer_sync_exporter_log_rows_unusable_total").items()}
+    assert unusable == unusable_truth(conn)
+    (count,) = conn.execute("SELECT count(*) FROM common_customersynclog").fetchone()
+    assert found[("customer_sync_exporter_log_rows_read_total", ())] == count
+
+
+def test_poison_values_are_counted_and_never_stop_the_collector(conn, make_collector) -> None:
+    from tests.exposition import promtool_problems
+
+    unconstrain(conn)
+    (biggest,) = insert_users(conn, 1)
+    conn.execute("UPDATE users SET id = %s WHERE id = %s", (BIGINT_MAX, biggest))
+    clock, monotonic = Clock(), Clock(0.0)
+    rows = poison_rows(BIGINT_MAX)
+    for row in rows:  # read by the start-up pass
+        insert_raw(conn, *row)
+    collector = make_collector(clock, monotonic)
+    buckets = list(collector.buckets)
+    found = scrape(collector)  # raises unless the collector succeeded
+    assert_whole(found, conn, clock.now, buckets)
+    assert found[("customer_sync_exporter_log_rows_unusable_total",
+                  (("reason", "created_at_out_of_range"),))] == 5
+    for row in rows:  # read by the tail
+        insert_raw(conn, *row)
+    clock.now += 60
+    assert_whole(scrape(collector), conn, clock.now, buckets)
+    # The largest id there is: the gap below it is one range (it was 2**63 single ids), and the
+    # rows the sequence hands out next land in that gap and are read from there.
+    insert_raw(conn, "created", "success", ts(NOW), row_id=BIGINT_MAX)
+    assert scrape(collector)[("customer_sync_exporter_log_last_id", ())] == BIGINT_MAX
+    insert_raw(conn, "updated", "success", ts(NOW))
+    found = scrape(collector)
+    assert_whole(found, conn, clock.now, buckets)
+    (below,) = conn.execute("SELECT max(id) FROM common_customersynclog WHERE id < %s",
+                            (BIGINT_MAX,)).fetchone()
+    assert found[("customer_sync_exporter_log_pending_gap_ranges", ())] == 1
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == BIGINT_MAX - 1 - below
+    # Long after any transaction could hold those ids: the ids the sequence has not handed out
+    # yet are still waited for, so its next rows are not missed.
+    monotonic.now += 5
+    for _ in range(3):  # a horizon is noted, then passed (nothing else runs)
+        found = scrape(collector)
+        time.sleep(0.1)
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == BIGINT_MAX - 1 - below
+    insert_raw(conn, "skipped", "success", ts(NOW))
+    assert_whole(scrape(collector), conn, clock.now, buckets)
+    families = collector.collect(Deadline.after(5))
+    assert not promtool_problems(families)
+    exposed = {dict(k)["operation_type"] for k in pick(samples(families),
+                                                         "customer_sync_operations_total")}
+    assert {"кириллица", "other"} <= exposed and not {"", "\x01ctl", "x" * 500} & exposed
+
+
+# --- big transactions (issue 12 §1) --------------------------------------------------------------
+
+BULK = (
+    "INSERT INTO common_customersynclog (onec_id, operation_type, status, error_message, details,"
+    " created_at, session, correlation_id, customer_id, duration_ms, updated_at, user_agent)"
+    " SELECT '', %(op)s, %(status)s, '', '{}', %(at)s, '7', gen_random_uuid(), NULL, NULL, now(),"
+    " '' FROM generate_series(1, %(n)s)"
+)
+
+
+def bulk(conn: psycopg.Connection[Any], n: int, op: str, status: str = "success",
+         batch: int = 2000) -> None:
+    """``n`` rows the way a 1C import in one ``transaction.atomic()`` writes them: in batches,
+    each taking its ids from the shared sequence as it goes."""
+    for done in range(0, n, batch):
+        conn.execute(BULK, {"op": op, "status": status, "at": ts(NOW - 5),
+                            "n": min(batch, n - done)})
+
+
+class SmallWriter:
+    """Another writer committing a row or two every few milliseconds, so its ids land between
+    the big transactions' ids (each of its commits splits their ids into one more range)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> SmallWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            while not self._stop.wait(0.005):
+                insert_rows(c, [LogRow("error", "failed", ts(NOW - 5))] * 2)
+
+
+def totals_of(found: Samples) -> dict[tuple[str, str], float]:
+    return {(dict(k)["operation_type"], dict(k)["status"]): v
+            for k, v in pick(found, "customer_sync_operations_total").items() if v}
+
+
+def table_totals(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], int]:
+    return {(o, s): n for o, s, n in conn.execute(
+        "SELECT operation_type, status, count(*) FROM common_customersynclog GROUP BY 1, 2")}
+
+
+def assert_exact_when_quiet(conn: psycopg.Connection[Any], collector: SyncLogCollector,
+                            monotonic: Clock) -> Samples:
+    """No writer left: every counter equals the table, no gap is pending, no row was read twice."""
+    monotonic.now += 2  # past the settle period: rolled-back ids may expire
+    found = scrape_until(collector, lambda f: f[("customer_sync_exporter_log_pending_gaps", ())]
+                         == 0)
+    assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
+    assert totals_of(found) == table_totals(conn)
+    (count,) = conn.execute("SELECT count(*) FROM common_customersynclog").fetchone()
+    assert found[("customer_sync_exporter_log_rows_read_total", ())] == count
+    return found
+
+
+def test_three_overlapping_large_transactions_one_rolled_back(db_dsn: str, conn,
+                                                               make_collector) -> None:
+    """240,000 ids in flight at once (the old tracker dropped every gap past 200,000), split by
+    another writer's commits; one transaction rolls back, the committed ones are read over
+    several short scrapes, each row once."""
+    monotonic = Clock(0.0)
+    collector = make_collector(Clock(), monotonic, batch_size=2000)
+    scrape(collector)
+    names = ("created", "updated", "skipped")
+    big = [psycopg.connect(db_dsn) for _ in names]
+    try:
+        with SmallWriter(db_dsn):
+            threads = [threading.Thread(target=bulk, args=(c, 80_000, op))
+                       for c, op in zip(big, names, strict=True)]
+            for t in threads:
+                t.start()
+            while any(t.is_alive() for t in threads):
+                scrape(collector)  # the tail passes the open transactions' ids
+                time.sleep(0.05)
+            found = scrape(collector)
+            assert found[("customer_sync_exporter_log_pending_gaps", ())] >= 240_000
+            ranges = found[("customer_sync_exporter_log_pending_gap_ranges", ())]
+            assert 3 <= ranges < 100_000
+            big[0].commit()
+            # A short deadline: what was read is served (reason timeout), the rest next time.
+            partial: list[float] = []
+            while True:
+                try:
+                    found = samples(collector.collect(Deadline.after(0.2)))
+                    break
+                except CollectorError as exc:
+                    assert exc.reason is Reason.TIMEOUT, exc.message
+                    partial.append(totals_of(samples(exc.partial)).get(("created", "success"), 0))
+            assert partial, "80,000 committed rows were read in one short scrape"
+            assert 0 < partial[0] < 80_000 and partial == sorted(partial), partial
+            assert totals_of(found)[("created", "success")] == 80_000
+            big[1].rollback()
+            scrape(collector)
+            big[2].commit()
+            scrape(collector)
+        found = assert_exact_when_quiet(conn, collector, monotonic)
+        assert ("updated", "success") not in totals_of(found)
+        assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 80_000
+        assert found[("customer_sync_exporter_log_gap_limit_reached_total", ())] == 0
+    finally:
+        for c in big:
+            c.close()
+
+
+def test_transaction_older_than_the_last_100000_ids_at_startup(db_dsn: str, conn,
+                                                                make_collector) -> None:
+    """The start-up pass used to look for gaps among the last 100,000 ids only."""
+    with psycopg.connect(db_dsn) as slow:
+        insert_rows(slow, [LogRow("created", "success", ts(NOW - 5))])  # id 1, not committed
+        conn.execute(BULK, {"op": "updated", "status": "success", "at": ts(NOW - 5),
+                            "n": 120_000})
+        collector = make_collector(Clock())
+        assert scrape(collector)[("customer_sync_exporter_log_pending_gaps", ())] == 1
+        slow.commit()
+    assert totals_of(scrape(collector)) == {("created", "success"): 1,
+                                            ("updated", "success"): 120_000}
+
+
+def test_big_transaction_committed_while_postgres_restarts() -> None:
+    """Committed, partly read, then the server dies: the cursor and the gaps survive, the rest
+    is read after the restart, nothing twice."""
+    from exporter.demo.postgres import EmbeddedPostgres
+    from tests.conftest import server_dir
+
+    server = EmbeddedPostgres(server_dir("bigtx")).start()
+    db = None
+    try:
+        dsn = server.create_database()
+        db = Database(DatabaseConfig(dsn=dsn))  # type: ignore[arg-type]
+        monotonic = Clock(0.0)
+        collector = SyncLogCollector(db, SyncLogConfig(batch_size=1000), clock=Clock(),
+                                     monotonic=monotonic)
+        scrape(collector)
+        with psycopg.connect(dsn) as big, psycopg.connect(dsn, autocommit=True) as other:
+            for _ in range(10):  # interleaved with another writer's commits
+                bulk(big, 5000, "created")
+                insert_rows(other, [LogRow("error", "failed", ts(NOW - 5))])
+            assert scrape(collector)[("customer_sync_exporter_log_pending_gaps", ())] == 50_000
+            big.commit()
+        with pytest.raises(CollectorError) as cut:
+            collector.collect(Deadline.after(0.15))  # reading, and then the server goes
+        assert cut.value.reason is Reason.TIMEOUT
+        read_before = totals_of(samples(cut.value.partial)).get(("created", "success"), 0)
+        assert 0 < read_before < 50_000
+        server.kill()
+        with pytest.raises(CollectorError) as failed:
+            collector.collect(Deadline.after(3))
+        assert failed.value.reason is Reason.CONNECT
+        server.start()
+        found = None
+        for _ in range(40):  # the pool reconnects in the background
+            try:
+                found = scrape(collector)
+                break
+            except CollectorError:
+                time.sleep(0.25)
+        assert found is not None
+        with psycopg.connect(dsn, autocommit=True) as c:
+            assert_exact_when_quiet(c, collector, monotonic)
+    finally:
+        if db is not None:
+            db.close()
+        server.stop()
+
+
+def test_gap_limit_stops_short_says_so_and_recovers(db_dsn: str, conn, make_collector) -> None:
+    """With room for three ranges and five open transactions between committed rows, the tail
+    stops before the fourth gap instead of forgetting it: a failure with its reason (also on the
+    landing page), a counter, one warning; once they commit, every row is there."""
+    from structlog.testing import capture_logs
+
+    from exporter.http import ExporterApp
+    from exporter.scrape import Scraper
+
+    collector = make_collector(Clock())
+    collector.tail.max_gap_ranges = 3
+    scrape(collector)
+    open_tx = [psycopg.connect(db_dsn) for _ in range(5)]
+    try:
+        for tx in open_tx:  # open, committed, open, committed, ...
+            insert_rows(tx, [LogRow("created", "success", ts(NOW - 5))])
+            insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
+        with capture_logs() as logs:
+            for _ in range(2):
+                with pytest.raises(CollectorError) as stopped:
+                    collector.collect(Deadline.after(5))
+        assert stopped.value.reason is Reason.TIMEOUT
+        assert "gap limit reached" in stopped.value.message
+        partial = samples(stopped.value.partial)
+        assert totals_of(partial) == {("updated", "success"): 3}  # the rows before the 4th gap
+        assert partial[("customer_sync_exporter_log_gap_limit_reached_total", ())] == 2
+        assert partial[("customer_sync_exporter_log_pending_gap_ranges", ())] == 3
+        warnings = [e for e in logs if e["event"] == "sync-log gap limit reached"]
+        assert len(warnings) == 1 and warnings[0]["log_level"] == "warning"
+        scraper = Scraper([collector], 5.0, process_collector=False)
+        scraper.scrape(Deadline.after(5))
+        page = b"".join(ExporterApp(scraper)({"PATH_INFO": "/"}, lambda *_: None)).decode()
+        assert "timeout: common_customersynclog: gap limit reached" in page
+        for tx in open_tx:
+            tx.commit()
+        with capture_logs() as logs:
+            found = scrape(collector)
+        assert totals_of(found) == table_totals(conn) == {("created", "success"): 5,
+                                                          ("updated", "success"): 5}
+        assert [e["event"] for e in logs] == ["sync-log gap limit cleared"]
+        assert found[("customer_sync_exporter_log_pending_gaps", ())] == 0
+    finally:
+        for tx in open_tx:
+            tx.close()
+
+
+def test_gap_limit_at_startup_stops_the_pass_short(db_dsn: str, conn, make_collector) -> None:
+    """More holes below max(id) than ranges allowed: the start-up pass counts only the rows
+    below the first hole that does not fit, and the tail reads the rest as the holes expire."""
+    for _ in range(5):  # committed, rolled back, committed, ...
+        insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
+        with psycopg.connect(db_dsn) as aborted:
+            insert_rows(aborted, [LogRow("created", "success", ts(NOW - 5))])
+            aborted.rollback()
+    insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
+    monotonic = Clock(0.0)
+    collector = make_collector(Clock(), monotonic)
+    collector.tail.max_gap_ranges = 2
+    with pytest.raises(CollectorError) as stopped:
+        scrape(collector)
+    assert "gap limit reached" in stopped.value.message
+    partial = samples(stopped.value.partial)
+    assert totals_of(partial) == {("updated", "success"): 3}  # ids 1, 3, 5; id 6 did not fit
+    assert partial[("customer_sync_exporter_log_gap_limit_reached_total", ())] >= 1
+    end = time.monotonic() + 10
+    while True:
+        monotonic.now += 2  # the holes settle and expire (no transaction holds them): room again
+        try:
+            found = samples(collector.collect(Deadline.after(5)))
+            break
+        except CollectorError as exc:
+            assert "gap limit reached" in exc.message and time.monotonic() < end
+    assert totals_of(found) == table_totals(conn) == {("updated", "success"): 6}
+    found = assert_exact_when_quiet(conn, collector, monotonic)
+    assert found[("customer_sync_exporter_log_gaps_expired_total", ())] == 5
+
+
+def test_bucket_bounds_beyond_an_integer_of_milliseconds(conn, make_collector) -> None:
+    """A histogram bound of 30 days is 2.6e9 ms, more than duration_ms's integer holds."""
+    insert_rows(conn, [LogRow("batch_operation", "success", ts(NOW - 10), d)
+                       for d in (5, 2_147_483_647)])
+    found = scrape(make_collector(Clock(), buckets=[0.01, 2_592_000.0]))
+    buckets = pick(found, "customer_sync_operation_duration_seconds_bucket",
+                   operation_type="batch_operation")
+    assert buckets == {(("le", "0.01"),): 1, (("le", "2.592e+06"),): 2, (("le", "+Inf"),): 2}

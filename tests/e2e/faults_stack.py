@@ -194,6 +194,12 @@ class ExporterProcess:
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
+    def rss(self) -> int:
+        """Resident memory of the exporter process now, in bytes (VmRSS)."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"^VmRSS:\s*(\d+) kB$", status, re.M).group(1)) * 1024  # type: ignore[union-attr]
+
     def events(self) -> list[dict[str, Any]]:
         """JSON log lines; a line that is not JSON (a raw traceback) fails the test."""
         out = []
@@ -231,6 +237,31 @@ class ExporterProcess:
             response = requests.get(f"{self.url}{path}", headers=HEADERS, timeout=20)
             out[path] = f"{response.status_code} {dict(response.headers)}\n{response.text}"
         return out
+
+
+class RssSampler:
+    """The exporter's RSS every 50 ms in a thread, so peaks between probes are seen too."""
+
+    def __init__(self, exporter: ExporterProcess) -> None:
+        self.exporter = exporter
+        self.samples: list[tuple[float, int]] = []  # (monotonic time, bytes)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="rss")
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append((time.monotonic(), self.exporter.rss()))
+
+    def between(self, start: float, end: float) -> list[int]:
+        return [rss for at, rss in self.samples if start <= at <= end]
 
 
 # --- ten scrapers ------------------------------------------------------------------------------

@@ -13,8 +13,10 @@ from __future__ import annotations
 import os
 import random
 import signal
+import statistics
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from tests.e2e.faults_stack import (
     HugeFolder,
     Markers,
     Probe,
+    RssSampler,
     Scrapers,
     Stack,
     Writer,
@@ -304,6 +307,65 @@ def test_rows_committed_out_of_id_order_by_ten_writers(faults: Faults) -> None:
     assert any(a[1] < b[0] and a[2] > b[2] for a in committed for b in committed)
     assert any(not d[3] for d in done)
     s.assert_counts_match()
+
+
+MIB = 1024 * 1024
+BIG_ROWS = 1_000_000
+BIG_BATCH = 50_000
+
+
+def test_million_row_transaction_held_open_across_scrapes(faults: Faults) -> None:
+    """A 1C import writing 1,000,000 rows in one transaction while the shop keeps committing,
+    held open across several scrapes, then committed: the exporter's memory stays flat while the
+    ids are in flight (+40 MiB at most over its steady state), and every row is counted once.
+    (The old tracker dropped every gap past 200,000 without a word and grew by 220 MB.)"""
+    s = faults.stack
+    assert s.writer is not None
+    s.wait_healthy()
+    with RssSampler(s.exporter) as rss:
+        steady_from = time.monotonic()
+        time.sleep(3)  # the scrapers and the writer keep going: the steady state
+        steady_to = time.monotonic()
+        with psycopg.connect(s.dsn(), application_name="faults-import") as big:
+            started = time.monotonic()
+            # One correlation id per batch, as the sync logger writes them (a random one per
+            # row, as the 1C processor does, makes the insert twice as slow and changes nothing
+            # the exporter reads). The writer commits between and during the batches.
+            for _ in range(BIG_ROWS // BIG_BATCH):
+                big.execute(
+                    f"INSERT INTO {TABLE} (onec_id, operation_type, status, error_message,"
+                    " details, created_at, session, correlation_id, customer_id, duration_ms,"
+                    " updated_at, user_agent) SELECT '', (ARRAY['created', 'updated', 'skipped',"
+                    " 'error'])[1 + g %% 4], CASE WHEN g %% 4 = 3 THEN 'failed' ELSE 'success'"
+                    " END, '', '{}', now(), '42', %s, NULL, NULL, now(), ''"
+                    " FROM generate_series(1, %s) AS g", (uuid.uuid4(), BIG_BATCH))
+            inserted = time.monotonic()
+            held = []
+            for _ in range(3):  # held open across scrapes, other writers committing
+                p = s.wait_until(lambda p: (p.value("customer_sync_exporter_log_pending_gaps")
+                                            or 0) >= BIG_ROWS, "the tail passed the open rows")
+                assert_on_time(p)
+                assert_others_fine(p, *DB_COLLECTORS, *OTHERS)
+                held.append(p)
+                time.sleep(1)
+            in_flight_to = time.monotonic()
+            big.commit()
+        committed = time.monotonic()
+        ranges = held[-1].value("customer_sync_exporter_log_pending_gap_ranges")
+        assert ranges is not None and 1 <= ranges < 10_000, ranges
+        s.assert_counts_match(timeout=90)
+        read_to = time.monotonic()
+    steady = statistics.median(rss.between(steady_from, steady_to))
+    in_flight = max(rss.between(started, in_flight_to))
+    after = max(rss.between(committed, read_to))
+    print(f"\n[1M-row transaction] insert {inserted - started:.1f}s, read after commit "
+          f"{read_to - committed:.1f}s, {ranges:.0f} gap ranges; exporter RSS: steady "
+          f"{steady / MIB:.1f} MiB, peak while in flight {in_flight / MIB:.1f} MiB "
+          f"(+{(in_flight - steady) / MIB:.1f} MiB), peak while reading the committed rows "
+          f"{after / MIB:.1f} MiB (+{(after - steady) / MIB:.1f} MiB)")
+    assert in_flight - steady <= 40 * MIB
+    p = s.exporter.probe()
+    assert p.value("customer_sync_exporter_log_gap_limit_reached_total") == 0
 
 
 def test_log_table_truncated_is_read_again(faults: Faults) -> None:
