@@ -20,6 +20,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
+    AnyUrl,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -563,6 +564,9 @@ def iter_secrets(config: Config) -> Iterator[str]:
             if value:
                 yield value
                 yield from _dsn_passwords(value)
+        elif isinstance(obj, AnyUrl) and obj.password:  # kept percent-encoded by pydantic
+            yield obj.password
+            yield urllib.parse.unquote(obj.password)
         elif isinstance(obj, BaseModel):
             for name in type(obj).model_fields:
                 yield from walk(getattr(obj, name))

@@ -355,3 +355,51 @@ def test_check_all_ok_exits_0(tmp_path: Path) -> None:
     rows = parse_table(result.stdout)
     assert list(rows) == ["disk", "process"]
     assert all(state == "ok" for state, *_ in rows.values())
+
+
+# --- 1C credentials that are not ASCII ---------------------------------------------------------
+
+ONEC_USER, ONEC_PASSWORD = "Администратор", "пароль1С"  # a Russian 1C base's default administrator
+
+
+def _onec_only(tmp_path: Path, name: str, onec: str) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        "collectors:\n  synclog: {enabled: false}\n  business: {enabled: false}\n"
+        "  postgres: {enabled: false}\n  redis: {enabled: false}\n  disk: {enabled: false}\n"
+        "  process: {enabled: false}\n  onec:\n" + onec, encoding="utf-8")
+    return path
+
+
+def test_cyrillic_1c_credentials_are_sent_and_never_printed(tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    from exporter.demo.onec import OneCStandIn
+
+    with OneCStandIn(username=ONEC_USER, password=ONEC_PASSWORD) as onec:
+        userinfo = f"{quote(ONEC_USER, safe='')}:{quote(ONEC_PASSWORD, safe='')}@"
+        by_keys = _onec_only(tmp_path, "keys.yaml", f"    url: {onec.url}\n"
+                             f"    username: {ONEC_USER}\n    password: ${{ONEC_PW}}\n")
+        by_url = _onec_only(tmp_path, "url.yaml",
+                            f"    url: {onec.url.replace('://', '://' + userinfo)}\n")
+        wrong = _onec_only(tmp_path, "wrong.yaml", f"    url: {onec.url}\n"
+                           f"    username: {ONEC_USER}\n    password: ${{ONEC_PW}}x\n")
+        outputs = []
+        for config, state in ((by_keys, "ok"), (by_url, "ok"), (wrong, "failed")):
+            result = run("check", "--config.file", str(config), ONEC_PW=ONEC_PASSWORD)
+            rows = parse_table(result.stdout)
+            assert rows["onec"][0] == state, result.stdout + result.stderr
+            if state == "failed":
+                assert rows["onec"][3].startswith("auth: "), rows
+            outputs.append(result.stdout + result.stderr)
+        assert onec.requests == 3  # each check sent its request: none died before it
+        with serving(tmp_path, by_url, "--log.level", "debug") as d:
+            samples = d.metrics()
+            assert samples[("customer_sync_onec_up", ())] == 1
+            outputs.append(requests.get(f"{d.url}/", timeout=10).text)
+            outputs.append(requests.get(f"{d.url}/health/ready", timeout=10).text)
+            assert stop(d) == 0
+        outputs.append(d.stderr)
+    for output in outputs:
+        for secret in (ONEC_PASSWORD, quote(ONEC_PASSWORD, safe=""), ONEC_PASSWORD + "x"):
+            assert secret not in output

@@ -129,6 +129,17 @@ def test_secrets_are_held_as_secret_types_that_never_print(tmp_path: Path) -> No
     assert set(iter_secrets(config)) >= {*env.values(), "tok-from-file-123"}
 
 
+def test_url_credentials_are_masked_as_written_and_decoded() -> None:
+    # pydantic keeps URL user info percent-encoded; the probe sends it decoded (UTF-8).
+    config = parse_config(
+        "collectors:\n  synclog: {enabled: false}\n  business: {enabled: false}\n"
+        "  postgres: {enabled: false}\n  onec:\n"
+        "    url: 'http://%D0%90%D0%B4%D0%BC%D0%B8%D0%BD:%D0%BF%D0%B0%D1%80%D0%BE%D0%BB%D1%8C1%D0%A1@1c/p'\n",
+        "c.yaml", {},
+    )
+    assert {"пароль1С", "%D0%BF%D0%B0%D1%80%D0%BE%D0%BB%D1%8C1%D0%A1"} <= set(iter_secrets(config))
+
+
 def test_missing_file_is_one_located_error(tmp_path: Path) -> None:
     path = tmp_path / "nope.yaml"
     assert _errors(path, {}) == [f"{path}:0: (file): cannot read: No such file or directory"]
