@@ -314,14 +314,15 @@ class OneCCollector:
         text = body.decode("utf-8", errors="replace")
         if c.json_field is not None:
             try:
-                found = _json_path(json.loads(text), c.json_field)
+                found = _as_text(_json_path(json.loads(text), c.json_field))
+            except RecursionError:  # json nests in Python's stack: 10,000 '[' end it
+                return Reason.ASSERTION, "body is JSON nested too deep to read"
             except (ValueError, KeyError, IndexError, TypeError):
                 return Reason.ASSERTION, f"JSON field {c.json_field!r} missing or body not JSON"
-            if c.json_value is not None and _as_text(found) != c.json_value:
+            if c.json_value is not None and found != c.json_value:
                 return (
                     Reason.ASSERTION,
-                    f"JSON field {c.json_field!r} is {_as_text(found)[:80]!r}, "
-                    f"expected {c.json_value!r}",
+                    f"JSON field {c.json_field!r} is {found[:80]!r}, expected {c.json_value!r}",
                 )
         if self._body_re is not None and not self._body_re.search(text):
             return Reason.ASSERTION, f"body does not match {self._body_re.pattern!r}"

@@ -294,8 +294,8 @@ class _RecordingHandler(BaseHTTPRequestHandler):
             user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
             arrived = (user, password)
         server.arrived.append(arrived)
-        ok = arrived == server.expected
-        body = b'{"status": "ok"}' if ok else b'{"error": "unauthorized"}'
+        ok = server.expected is None or arrived == server.expected
+        body = server.body if ok else b'{"error": "unauthorized"}'
         self.send_response(200 if ok else 401)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -304,13 +304,16 @@ class _RecordingHandler(BaseHTTPRequestHandler):
 
 
 class AuthRecorder(ThreadingHTTPServer):
-    """A 1C stand-in that decodes each request's Basic credentials and keeps what arrived."""
+    """A 1C stand-in that decodes each request's Basic credentials and keeps what arrived;
+    it answers ``body`` to the ``expected`` credentials (to anyone if None), else 401."""
 
     daemon_threads = True
 
-    def __init__(self, expected: tuple[str, str]) -> None:
+    def __init__(self, expected: tuple[str, str] | None = None,
+                 body: bytes = b'{"status": "ok"}') -> None:
         super().__init__(("127.0.0.1", 0), _RecordingHandler)
         self.expected = expected
+        self.body = body
         self.arrived: list[tuple[str, str] | None] = []
         self.url = f"http://127.0.0.1:{self.server_address[1]}/freesport/hs/exchange/ping"
 
@@ -392,6 +395,25 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("depth", [10_000, 100_000])
+def test_json_nested_past_what_python_parses_is_assertion(depth: int) -> None:
+    body = b'{"status": ' + b"[" * depth + b"]" * depth + b"}"
+    assert len(body) < 1024 * 1024  # all of it is read: the probe reads up to 1 MiB
+    with AuthRecorder(body=body) as server:
+        families, reason, message = probe(server.url, json_field="status", json_value="ok")
+    assert reason is Reason.ASSERTION
+    assert message.endswith(": body is JSON nested too deep to read")
+    assert value(families, "customer_sync_onec_up") == 0
+    assert value(families, "customer_sync_onec_http_status_code") == 200
+
+
+def test_json_deep_but_parseable_compares_without_error() -> None:
+    body = b'{"data": {"status": ' + b"[" * 500 + b"]" * 500 + b"}}"
+    with AuthRecorder(body=body) as server:
+        _, reason, message = probe(server.url, json_field="data.status", json_value="ok")
+    assert reason is Reason.ASSERTION and "is '[[[[" in message, message
 
 
 def test_bearer_token() -> None:
