@@ -249,6 +249,13 @@ class RedisConfig(_Model):
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("invalid Redis URL: use redis://host:6379/0 or rediss://...")
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value.get_secret_value())  # type: ignore[no-untyped-call]
+        except ValueError:  # its message may quote part of the URL, so it is not shown
+            raise ValueError("invalid Redis URL: its port or an option does not parse (use "
+                             "redis://host:6379/0)") from None
         return value
 
 
