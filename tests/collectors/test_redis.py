@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import socket
@@ -10,7 +9,7 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from exporter.config import DiskConfig, LogDirConfig, ProcessConfig, RedisConfig
 from exporter.demo.redis import RedisServer
 from exporter.scrape import Scraper
 from tests.exposition import promtool_problems, samples, value
+from tests.hostile_redis import HostileRedis, bulk, hostile, info_of_100_mb
 
 # Written out here rather than imported, so a wrong separator in the collector fails the test.
 PRIORITY_SEP = "\x06\x16"
@@ -288,81 +288,6 @@ def test_outage_inside_a_real_scrape_leaves_other_collectors_serving(
 
 
 # --- what a server that is not (quite) Redis sends --------------------------------------------
-
-
-class HostileRedis:
-    """A raw TCP server on loopback that speaks just enough RESP: +OK to CLIENT (the
-    handshake), ``llen`` to LLEN, and to INFO whatever ``info`` writes. Counts what it sent."""
-
-    def __init__(self, info: Callable[[socket.socket], None],
-                 llen: bytes = b":0\r\n") -> None:
-        self.info, self.llen = info, llen
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
-        self.sent = 0
-        self.commands: list[list[bytes]] = []
-        self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self._threads.append(thread)
-            thread.start()
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        conn.sendall(data)
-        self.sent += len(data)
-
-    def _serve(self, conn: socket.socket) -> None:
-        reader = conn.makefile("rb")
-        try:
-            while line := reader.readline():
-                args = []
-                for _ in range(int(line[1:])):
-                    size = int(reader.readline()[1:])
-                    args.append(reader.read(size + 2)[:-2])
-                self.commands.append(args)
-                command = args[0].upper()
-                if command == b"INFO":
-                    self.info(conn)
-                else:
-                    self.send(conn, b"+OK\r\n" if command == b"CLIENT" else self.llen)
-        except OSError:  # the exporter hung up: what a bounded read must do
-            pass
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        self.listener.close()
-        for thread in self._threads:
-            thread.join(10)
-
-
-@contextlib.contextmanager
-def hostile(info: Callable[[HostileRedis, socket.socket], None],
-            llen: bytes = b":0\r\n") -> Iterator[HostileRedis]:
-    server = HostileRedis(lambda conn: info(server, conn), llen)
-    try:
-        yield server
-    finally:
-        server.close()
-
-
-def bulk(text: bytes) -> Callable[[HostileRedis, socket.socket], None]:
-    return lambda server, conn: server.send(conn, b"$%d\r\n%s\r\n" % (len(text), text))
-
-
-def info_of_100_mb(server: HostileRedis, conn: socket.socket) -> None:
-    size = 100_000_000
-    server.send(conn, b"$%d\r\n" % size)
-    chunk = b"used_memory:1\r\n" * 4096
-    for _ in range(size // len(chunk)):
-        server.send(conn, chunk)
 
 
 def fail(server: HostileRedis, **extra: Any) -> tuple[CollectorError, int]:
