@@ -20,14 +20,22 @@ class HostileRedis:
         self.sent = 0
         self.commands: list[list[bytes]] = []
         self._threads: list[threading.Thread] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._stop = threading.Event()
+        # accept() polls: closing a socket does not wake a thread blocked in accept(), which
+        # would then accept on whatever socket reuses the descriptor (another test's server).
+        self.listener.settimeout(0.05)
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
 
     def _accept(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -50,12 +58,14 @@ class HostileRedis:
                     self.info(conn)
                 else:
                     self.send(conn, b"+OK\r\n" if command == b"CLIENT" else self.llen)
-        except OSError:  # the exporter hung up: what a bounded read must do
+        except (OSError, ValueError):  # the exporter hung up (what a bounded read must do)
             pass
         finally:
             conn.close()
 
     def close(self) -> None:
+        self._stop.set()
+        self._acceptor.join(10)
         self.listener.close()
         for thread in self._threads:
             thread.join(10)
