@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 import urllib3
@@ -191,16 +191,20 @@ class OneCCollector:
         if config.url is None:
             raise ValueError("collectors.onec.url is required")
         self.config = config
-        self.url = str(config.url)
-        parts = urlsplit(self.url)
+        parts = urlsplit(str(config.url))
         self.https = parts.scheme == "https"
+        host = parts.netloc.rpartition("@")[2]
+        # The request goes without user info: credentials travel in the header we build.
+        self.url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
         # For messages: scheme, host, port and path only (no user info, no query string).
-        self.where = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-        self.where += parts.path or "/"
+        self.where = f"{parts.scheme}://{host}{parts.path or '/'}"
+        self._auth = basic_credentials(config)
         # Whatever might be secret, to scrub from messages that quote library errors.
+        url_password = parts.password or ""
         self._secrets = [
             v
-            for v in (parts.password, parts.query, config.secret_password(), config.secret_token())
+            for v in (url_password, unquote(url_password), parts.query, config.secret_password(),
+                      config.secret_token())
             if v
         ]
         self._session_factory = session_factory
@@ -259,8 +263,8 @@ class OneCCollector:
             "headers": {"Accept": "application/json", "User-Agent": "customer-sync-exporter"},
             "verify": False if c.insecure_skip_verify else (str(c.ca_file) if c.ca_file else True),
         }
-        if c.username is not None:
-            kwargs["auth"] = (c.username, c.secret_password() or "")
+        if self._auth is not None:
+            kwargs["auth"] = self._auth
         elif (token := c.secret_token()) is not None:
             kwargs["headers"]["Authorization"] = f"Bearer {token}"
         return kwargs
@@ -310,14 +314,15 @@ class OneCCollector:
         text = body.decode("utf-8", errors="replace")
         if c.json_field is not None:
             try:
-                found = _json_path(json.loads(text), c.json_field)
+                found = _as_text(_json_path(json.loads(text), c.json_field))
+            except RecursionError:  # json nests in Python's stack: 10,000 '[' end it
+                return Reason.ASSERTION, "body is JSON nested too deep to read"
             except (ValueError, KeyError, IndexError, TypeError):
                 return Reason.ASSERTION, f"JSON field {c.json_field!r} missing or body not JSON"
-            if c.json_value is not None and _as_text(found) != c.json_value:
+            if c.json_value is not None and found != c.json_value:
                 return (
                     Reason.ASSERTION,
-                    f"JSON field {c.json_field!r} is {_as_text(found)[:80]!r}, "
-                    f"expected {c.json_value!r}",
+                    f"JSON field {c.json_field!r} is {found[:80]!r}, expected {c.json_value!r}",
                 )
         if self._body_re is not None and not self._body_re.search(text):
             return Reason.ASSERTION, f"body does not match {self._body_re.pattern!r}"
@@ -358,6 +363,24 @@ class OneCCollector:
                 )
             )
         return families
+
+
+def basic_credentials(config: OneCConfig) -> tuple[bytes, bytes] | None:
+    """Basic-auth user and password as UTF-8 bytes (RFC 7617, and what 1C's web publication
+    decodes): from the ``username``/``password`` keys, else from the URL's user info.
+
+    requests encodes ``str`` credentials as Latin-1 and fails on ``Администратор``; bytes it
+    sends as given.
+    """
+    if config.username is not None:
+        user, password = config.username, config.secret_password() or ""
+    else:
+        parts = urlsplit(str(config.url))
+        if parts.username is None:
+            return None
+        # pydantic keeps the user info percent-encoded (as written, or encoded from UTF-8).
+        user, password = unquote(parts.username), unquote(parts.password or "")
+    return user.encode("utf-8"), password.encode("utf-8")
 
 
 def _json_path(doc: Any, path: str) -> Any:

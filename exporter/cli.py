@@ -107,6 +107,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
             failed += 1
             continue
+        except Exception as exc:  # a loader bug: a located line and exit 1, not a traceback
+            print(f"{path}:0: (internal): cannot load: {type(exc).__name__}", file=sys.stderr)
+            failed += 1
+            continue
         print(f"{path}: ok; collectors enabled: {', '.join(config.collectors.enabled_names())}")
     return 1 if failed else 0
 

@@ -20,6 +20,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     AnyHttpUrl,
+    AnyUrl,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -66,6 +67,9 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 
 
+MAX_SECRET_BYTES = 64 * 1024
+
+
 def _read_secret_file(value: Any) -> Any:
     if isinstance(value, SecretStr):  # already read: a re-validation (Config.with_collectors)
         return value
@@ -73,9 +77,17 @@ def _read_secret_file(value: Any) -> Any:
         raise ValueError("must be a file path")
     path = Path(value)
     try:
-        return path.read_text(encoding="utf-8").strip()
+        with path.open("rb") as f:
+            data = f.read(MAX_SECRET_BYTES + 1)
     except OSError as exc:
         raise ValueError(f"cannot read secret file {str(path)!r}: {exc.strerror}") from None
+    if len(data) > MAX_SECRET_BYTES:
+        raise ValueError(f"secret file {str(path)!r} is larger than {MAX_SECRET_BYTES // 1024} "
+                         "KiB; it should hold one password or token")
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError(f"secret file {str(path)!r} is not UTF-8 text") from None
 
 
 SecretFromFile = Annotated[SecretStr, BeforeValidator(_read_secret_file)]
@@ -237,6 +249,13 @@ class RedisConfig(_Model):
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("invalid Redis URL: use redis://host:6379/0 or rediss://...")
+        from redis.connection import parse_url
+
+        try:
+            parse_url(value.get_secret_value())  # type: ignore[no-untyped-call]
+        except ValueError:  # its message may quote part of the URL, so it is not shown
+            raise ValueError("invalid Redis URL: its port or an option does not parse (use "
+                             "redis://host:6379/0)") from None
         return value
 
 
@@ -445,6 +464,116 @@ def format_loc(loc: Loc) -> str:
     return out or "(top level)"
 
 
+# --- reading YAML within bounds ---------------------------------------------------------------
+# Shared by the config and the web config loaders. A config is a few KiB and a few hundred nodes;
+# the bounds sit far above that and far below what would cost the daemon time or memory.
+
+MAX_FILE_BYTES = 256 * 1024
+MAX_NODES = 5_000  # YAML nodes, each alias counting as every node it stands for
+MAX_DEPTH = 64
+
+
+class _Refused(Exception):
+    def __init__(self, mark: Any, message: str, what: str = "size") -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+        self.what = what
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """A SafeLoader whose composer refuses, while composing, a document past the node or depth
+    bounds. An alias counts as the whole subtree it names, so an alias bomb stops at the alias
+    that crosses the bound, and any walk of the composed tree is bounded too."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._nodes = 0
+        self._depth = 0
+        self._deepest = 0
+        self._expanded: dict[str, tuple[int, int]] = {}  # anchor: (nodes, height) it stands for
+
+    def _count(self, nodes: int, depth: int, mark: Any) -> None:
+        self._nodes += nodes
+        self._deepest = max(self._deepest, depth)
+        if self._nodes > MAX_NODES:
+            raise _Refused(mark, f"the document grows past {MAX_NODES} YAML nodes here (aliases "
+                                 "count as every node they repeat); a config has a few hundred")
+        if depth > MAX_DEPTH:
+            raise _Refused(mark, f"nested deeper than {MAX_DEPTH} levels")
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        depth = self._depth + 1
+        if isinstance(event, yaml.AliasEvent):
+            if event.anchor in self.anchors and event.anchor not in self._expanded:
+                raise _Refused(event.start_mark, f"alias *{event.anchor} refers to a node that "
+                                                 "contains it; a config must be a tree", "syntax")
+            nodes, height = self._expanded.get(str(event.anchor), (0, 1))
+            self._count(nodes, depth + height - 1, event.start_mark)
+            return super().compose_node(parent, index)
+        self._count(1, depth, event.start_mark)
+        before, outer_deepest = self._nodes, self._deepest
+        self._depth = self._deepest = depth
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth = depth - 1
+        if event.anchor is not None:
+            self._expanded[event.anchor] = (self._nodes - before + 1, self._deepest - depth + 1)
+        self._deepest = max(outer_deepest, self._deepest)
+        return node
+
+
+def read_yaml_text(path: str | Path, filename: str) -> str:
+    """The file's text: at most :data:`MAX_FILE_BYTES` are read, and it must be UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError([f"{filename}:0: (file): cannot read: {reason}"]) from None
+    if len(data) > MAX_FILE_BYTES:
+        line = data.count(b"\n", 0, MAX_FILE_BYTES) + 1
+        raise ConfigError([f"{filename}:{line}: (file): the file goes past "
+                           f"{MAX_FILE_BYTES // 1024} KiB on this line; a config is a few KiB, so "
+                           "it is not parsed"])
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - data.rfind(b"\n", 0, exc.start)
+        raise ConfigError([f"{filename}:{line}: (file): byte 0x{data[exc.start]:02x} in column "
+                           f"{column} is not UTF-8; save the file as UTF-8"]) from None
+
+
+def compose_yaml(text: str, filename: str) -> yaml.Node | None:
+    """The YAML node tree of ``text`` within the node and depth bounds, or a located error."""
+    try:
+        node: yaml.Node | None = yaml.compose(text, Loader=_BoundedLoader)
+    except _Refused as exc:
+        line = exc.mark.line + 1
+        raise ConfigError([f"{filename}:{line}: ({exc.what}): {exc.message}"]) from None
+    except yaml.reader.ReaderError as exc:  # a control character such as NUL
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError([f"{filename}:{line}: (syntax): invalid YAML: character "
+                           f"#x{exc.character:04x} is not allowed"]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc)
+        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+        if context and context_mark is not None and context_mark.line + 1 != line:
+            problem += f" ({context} on line {context_mark.line + 1})"
+        raise ConfigError([f"{filename}:{line}: (syntax): invalid YAML: {problem}"]) from None
+    return node
+
+
+def load_yaml(path: str | Path) -> yaml.Node | None:
+    """:func:`read_yaml_text` then :func:`compose_yaml`: every bound, one call."""
+    return compose_yaml(read_yaml_text(path, str(path)), str(path))
+
+
 class _Located:
     """Turns a YAML node tree into Python data while noting each key's line."""
 
@@ -453,6 +582,7 @@ class _Located:
         self.environ = environ
         self.lines: dict[Loc, int] = {}
         self.errors: list[str] = []
+        self._scalars = yaml.SafeLoader("")
 
     def error(self, loc: Loc, line: int, message: str) -> None:
         self.errors.append(f"{self.filename}:{line}: {format_loc(loc)}: {message}")
@@ -477,7 +607,7 @@ class _Located:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(item, (*loc, i)) for i, item in enumerate(node.value)]
-        value = yaml.SafeLoader.construct_object(yaml.SafeLoader(""), node)  # type: ignore[no-untyped-call]
+        value = self._scalars.construct_object(node)  # type: ignore[no-untyped-call]
         if isinstance(value, str):
             value = self._expand_env(value, loc, node.start_mark.line + 1)
         return value
@@ -566,24 +696,12 @@ def _loc(err: Any) -> Loc:
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
     """Read, locate and validate ``path``; raise :class:`ConfigError` listing every problem."""
     filename = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{filename}:0: (file): cannot read: {exc.strerror}"]) from None
+    text = read_yaml_text(path, filename)
     return parse_config(text, filename, dict(os.environ) if environ is None else environ)
 
 
 def parse_config(text: str, filename: str, environ: dict[str, str]) -> Config:
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc)
-        context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-        if context and context_mark is not None and context_mark.line + 1 != line:
-            problem += f" ({context} on line {context_mark.line + 1})"
-        raise ConfigError([f"{filename}:{line}: (syntax): invalid YAML: {problem}"]) from None
+    node = compose_yaml(text, filename)
     located = _Located(filename, environ)
     data = located.convert(node, ()) if node is not None else {}
     if not isinstance(data, dict):
@@ -610,6 +728,9 @@ def iter_secrets(config: Config) -> Iterator[str]:
             if value:
                 yield value
                 yield from _dsn_passwords(value)
+        elif isinstance(obj, AnyUrl) and obj.password:  # kept percent-encoded by pydantic
+            yield obj.password
+            yield urllib.parse.unquote(obj.password)
         elif isinstance(obj, BaseModel):
             for name in type(obj).model_fields:
                 yield from walk(getattr(obj, name))

@@ -2,21 +2,25 @@
 
 A file that does not validate is rejected whole: the running config keeps serving, the errors
 are logged with file, line and key, and ``customer_sync_exporter_config_last_reload_successful``
-drops to 0 until a good file arrives (the same contract as Prometheus' own reload metric).
+drops to 0 until a good file arrives (the same contract as Prometheus' own reload metric). Any
+other failure while loading is a rejected reload too, and the watcher thread outlives them all:
+a thread that died would leave the metric at 1 and ignore every later edit and SIGHUP.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import MAX_FILE_BYTES, Config, ConfigError, load_config
 
 log = structlog.get_logger(__name__)
 
@@ -47,10 +51,22 @@ class ReloadStatus:
 
 
 def _digest(path: Path) -> bytes | None:
+    """The bytes the loader would read (no more: a huge file costs nothing) and the size."""
     try:
-        return hashlib.sha256(path.read_bytes()).digest()
+        with path.open("rb") as f:
+            head = f.read(MAX_FILE_BYTES + 1)
+            size = os.fstat(f.fileno()).st_size
     except OSError:
         return None
+    return hashlib.sha256(head + b"\0" + str(size).encode()).digest()
+
+
+def _unexpected(exc: BaseException) -> str:
+    """The exception's type and where it was raised; not its message, which might quote a secret
+    of the new file (the log masker only knows the running config's)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    return f"{type(exc).__name__}{where}"
 
 
 class ConfigWatcher:
@@ -93,12 +109,20 @@ class ConfigWatcher:
             self.wake.clear()
             if self._stop.is_set():
                 return
-            digest = _digest(self.path)
-            if digest == self._digest and not self._forced:
-                continue
-            self._forced = False
-            self._digest = digest
-            self.reload()
+            try:
+                self._check()
+            except Exception as exc:  # never seen; but a dead watcher would fail silently
+                self.status.successful = False
+                log.error("config watch failed, the previous config keeps serving",
+                          file=str(self.path), error=_unexpected(exc))
+
+    def _check(self) -> None:
+        digest = _digest(self.path)
+        if digest == self._digest and not self._forced:
+            return
+        self._forced = False
+        self._digest = digest
+        self.reload()
 
     def reload(self) -> bool:
         try:
@@ -108,12 +132,17 @@ class ConfigWatcher:
             for line in exc.errors:
                 log.error("config reload rejected, the previous config keeps serving", error=line)
             return False
+        except Exception as exc:  # a loader bug: still a rejected file, never a dead thread
+            self.status.successful = False
+            log.error("config reload rejected, the previous config keeps serving",
+                      error=f"{self.path}:0: (internal): {_unexpected(exc)}")
+            return False
         try:
             self.apply(config)
         except Exception as exc:
             self.status.successful = False
             log.error("config reload failed, the previous config keeps serving",
-                      error=f"{type(exc).__name__}: {exc}")
+                      file=str(self.path), error=f"{type(exc).__name__}: {exc}")
             return False
         self.status.successful = True
         self.status.last_success = time.time()

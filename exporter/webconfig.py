@@ -56,7 +56,6 @@ from typing import Annotated, Any, Literal
 
 import bcrypt
 import structlog
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -69,7 +68,7 @@ from pydantic import (
     ValidationError,
 )
 
-from exporter.config import ConfigError, Loc, _Located, format_loc
+from exporter.config import ConfigError, Loc, _Located, format_loc, load_yaml
 
 log = structlog.get_logger(__name__)
 
@@ -328,17 +327,9 @@ def load_web_config(path: str | Path, *, health_without_auth: bool = False) -> W
     path = Path(path)
     filename = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise WebConfigError([f"{filename}:0: (file): cannot read: {reason}"]) from None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or "syntax error"
-        raise WebConfigError([f"{filename}:{line}: (syntax): invalid YAML: {problem}"]) from None
+        node = load_yaml(path)  # the config loader's bounds: size, UTF-8, nodes, depth
+    except ConfigError as exc:
+        raise WebConfigError(exc.errors) from None
     located = _RawLocated(filename, {})
     data = located.convert(node, ()) if node is not None else {}
     if data is None:
@@ -586,13 +577,15 @@ class WebConfigSource:
                         f"{self.path}:1: tls_server_config: switching TLS "
                         f"{'on' if new.tls else 'off'} needs a restart"
                     ])
-            except WebConfigError as exc:
+            except Exception as exc:  # WebConfigError, or a bug: never a request's 500
                 self.reload_failures += 1
                 # Also watch what the broken file names: creating a missing cert must retry.
                 watch = tuple(dict.fromkeys((*self._watch, *_referenced(self.path))))
                 self._attempted = self._settle(watch, before)
+                errors = (exc.errors if isinstance(exc, WebConfigError) else
+                          [f"{self.path}:0: (internal): cannot load: {type(exc).__name__}"])
                 log.error("web config is invalid; keeping the last good one",
-                          file=str(self.path), errors=exc.errors)
+                          file=str(self.path), errors=errors)
                 return self._settings
             self._settings = new
             self._attempted = self._settle((self.path, *new.files), before)
@@ -612,7 +605,8 @@ class WebConfigSource:
 def _referenced(path: Path) -> list[Path]:
     """The certificate files a (possibly invalid) web config names, best effort."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        node = load_yaml(path)
+        data = _RawLocated(str(path), {}).convert(node, ()) if node is not None else {}
         tls = data.get("tls_server_config") or {}
         return [path.parent / tls[k] for k in ("cert_file", "key_file", "client_ca_file")
                 if isinstance(tls.get(k), str) and tls[k]]

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from cryptography import x509
@@ -272,6 +277,143 @@ def test_basic_auth_and_secret_never_shown(tmp_path: Path) -> None:
         collector = OneCCollector(OneCConfig(url=server.url, username="exporter",
                                              password_file=secret))  # fmt: skip
         assert password not in repr(collector.config)
+
+
+class _RecordingHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        server = self.server
+        assert isinstance(server, AuthRecorder)
+        header = self.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        arrived: tuple[str, str] | None = None
+        if scheme == "Basic":
+            # RFC 7617: user-id ":" password, UTF-8; strict, so Latin-1 or mojibake fails here.
+            user, _, password = base64.b64decode(encoded, validate=True).decode("utf-8").partition(":")
+            arrived = (user, password)
+        server.arrived.append(arrived)
+        ok = server.expected is None or arrived == server.expected
+        body = server.body if ok else b'{"error": "unauthorized"}'
+        self.send_response(200 if ok else 401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class AuthRecorder(ThreadingHTTPServer):
+    """A 1C stand-in that decodes each request's Basic credentials and keeps what arrived;
+    it answers ``body`` to the ``expected`` credentials (to anyone if None), else 401."""
+
+    daemon_threads = True
+
+    def __init__(self, expected: tuple[str, str] | None = None,
+                 body: bytes = b'{"status": "ok"}') -> None:
+        super().__init__(("127.0.0.1", 0), _RecordingHandler)
+        self.expected = expected
+        self.body = body
+        self.arrived: list[tuple[str, str] | None] = []
+        self.url = f"http://127.0.0.1:{self.server_address[1]}/freesport/hs/exchange/ping"
+
+    def __enter__(self) -> AuthRecorder:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+CREDENTIALS = {
+    # The default administrator of a Russian 1C base, and its usual kind of password.
+    "cyrillic": ("Администратор", "пароль1С"),
+    # Latin and Cyrillic mixed, with the characters a URL must percent-encode (':' only in the
+    # password: RFC 7617 forbids it in the user-id).
+    "mixed": ("Обмен_exchange", "p@ss:w0rd/пароль 100%#?"),
+    "ascii": ("exporter", "pa55-word-4711"),
+}
+
+
+def _with_userinfo(url: str, user: str, password: str) -> str:
+    return url.replace("://", f"://{quote(user, safe='')}:{quote(password, safe='')}@", 1)
+
+
+@pytest.mark.parametrize("form", ["keys", "password_file", "url"])
+@pytest.mark.parametrize("kind", sorted(CREDENTIALS))
+def test_basic_credentials_arrive_intact_as_utf8(kind: str, form: str, tmp_path: Path) -> None:
+    user, password = CREDENTIALS[kind]
+    with AuthRecorder(expected=(user, password)) as server:
+        if form == "keys":
+            config: dict[str, Any] = {"url": server.url, "username": user, "password": password}
+        elif form == "password_file":
+            secret = tmp_path / "onec-password"
+            secret.write_text(password + "\n", encoding="utf-8")
+            config = {"url": server.url, "username": user, "password_file": secret}
+        else:
+            config = {"url": _with_userinfo(server.url, user, password)}
+        collector = OneCCollector(OneCConfig(**config))
+        families, reason, message = run(collector)
+        assert server.arrived == [(user, password)]  # one request, the credentials as written
+        assert reason is None, message
+        assert value(families, "customer_sync_onec_up") == 1
+        # A rejected password: the failure is auth, and names neither secret.
+        wrong = password[::-1] + "x"
+        if form == "url":
+            config = {"url": _with_userinfo(server.url, user, wrong)}
+        else:
+            config = {"url": server.url, "username": user, "password": wrong}
+        _, reason, message = run(OneCCollector(OneCConfig(**config)))
+        assert server.arrived[-1] == (user, wrong)
+        assert reason is Reason.AUTH and "HTTP 401" in message
+        for secret_text in (password, wrong, quote(password, safe=""), quote(wrong, safe="")):
+            assert secret_text not in message
+            assert secret_text not in collector.url  # the request line carries no user info
+        if form != "url":
+            assert password not in repr(collector.config)  # a SecretStr
+
+
+def test_cyrillic_url_credentials_written_unencoded_arrive_intact() -> None:
+    user, password = CREDENTIALS["cyrillic"]
+    with AuthRecorder(expected=(user, password)) as server:
+        url = server.url.replace("://", f"://{user}:{password}@", 1)
+        _, reason, message = run(OneCCollector(OneCConfig(url=url)))
+        assert server.arrived == [(user, password)]
+        assert reason is None, message
+
+
+def test_url_credentials_never_in_messages_even_when_the_host_is_unreachable() -> None:
+    user, password = CREDENTIALS["mixed"]
+    url = _with_userinfo(f"http://127.0.0.1:{_closed_port()}/hs/ping", user, password)
+    _, reason, message = run(OneCCollector(OneCConfig(url=url)))
+    assert reason is Reason.CONNECT, message
+    assert password not in message and quote(password, safe="") not in message
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("depth", [10_000, 100_000])
+def test_json_nested_past_what_python_parses_is_assertion(depth: int) -> None:
+    body = b'{"status": ' + b"[" * depth + b"]" * depth + b"}"
+    assert len(body) < 1024 * 1024  # all of it is read: the probe reads up to 1 MiB
+    with AuthRecorder(body=body) as server:
+        families, reason, message = probe(server.url, json_field="status", json_value="ok")
+    assert reason is Reason.ASSERTION
+    assert message.endswith(": body is JSON nested too deep to read")
+    assert value(families, "customer_sync_onec_up") == 0
+    assert value(families, "customer_sync_onec_http_status_code") == 200
+
+
+def test_json_deep_but_parseable_compares_without_error() -> None:
+    body = b'{"data": {"status": ' + b"[" * 500 + b"]" * 500 + b"}}"
+    with AuthRecorder(body=body) as server:
+        _, reason, message = probe(server.url, json_field="data.status", json_value="ok")
+    assert reason is Reason.ASSERTION and "is '[[[[" in message, message
 
 
 def test_bearer_token() -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -18,12 +21,13 @@ from pydantic import SecretStr
 
 from collectors.disk import DiskCollector
 from collectors.process import ProcessGroupCollector
-from collectors.redis import RedisCollector
+from collectors.redis import MAX_REPLY_DEPTH, MAX_SCRAPE_BYTES, RedisCollector
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DiskConfig, LogDirConfig, ProcessConfig, RedisConfig
 from exporter.demo.redis import RedisServer
 from exporter.scrape import Scraper
 from tests.exposition import promtool_problems, samples, value
+from tests.hostile_redis import HostileRedis, bulk, hostile, info_of_100_mb
 
 # Written out here rather than imported, so a wrong separator in the collector fails the test.
 PRIORITY_SEP = "\x06\x16"
@@ -281,3 +285,107 @@ def test_outage_inside_a_real_scrape_leaves_other_collectors_serving(
         assert value(families, "customer_sync_redis_up") == 1
     finally:
         scraper.close()
+
+
+# --- what a server that is not (quite) Redis sends --------------------------------------------
+
+
+def fail(server: HostileRedis, **extra: Any) -> tuple[CollectorError, int]:
+    """The collector's error, and the peak of Python memory while it ran (the server thread's
+    allocations included, so each INFO writer sends what it made beforehand or small chunks)."""
+    tracemalloc.start()
+    try:
+        with pytest.raises(CollectorError) as caught:
+            collector_for(server.url, ["celery"], **extra).collect(Deadline.after(2))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return caught.value, peak
+
+
+def test_an_info_reply_of_100_mb_is_refused_after_one_mib() -> None:
+    with hostile(info_of_100_mb) as server:
+        error, peak = fail(server)
+    assert error.reason is Reason.QUERY  # Redis answered, with more than a scrape reads
+    assert error.message == f"ReplyTooLarge: Redis sent more than {MAX_SCRAPE_BYTES} bytes in one scrape"
+    assert peak < 4 * MAX_SCRAPE_BYTES  # what the collector held, not 100 MB
+    assert server.sent < 100_000_000  # the exporter hung up, the server could not finish
+    assert [c[:2] for c in server.commands if c[0] == b"INFO"] == [[b"INFO", b"memory"]]
+
+
+def test_a_line_without_end_is_refused_after_one_mib() -> None:
+    line = b"+" + b"x" * MAX_SCRAPE_BYTES  # made before tracing: the server's, not the client's
+
+    def endless(server: HostileRedis, conn: socket.socket) -> None:
+        for _ in range(100):  # 100 MiB at most; the exporter hangs up long before
+            server.send(conn, line)
+
+    with hostile(endless) as server:
+        error, peak = fail(server)
+    assert error.reason is Reason.QUERY and "ReplyTooLarge" in error.message
+    assert peak < 4 * MAX_SCRAPE_BYTES
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        (b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+         "InvalidResponse: Protocol Error: b'HTTP/1.1 400 Bad Request'"),
+        (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n",  # a TLS record, not RESP
+         "InvalidResponse: Protocol Error: b'\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xfc\\x03\\x03'"),
+        (b":not-a-number\r\n",
+         "InvalidResponse: Protocol Error: invalid literal for int() with base 10: b'not-a-number'"),
+        (b"$-7x\r\n", "InvalidResponse: Protocol Error: invalid literal for int() with base 10: b'-7x'"),
+        (b"*1\r\n" * 10_000 + b":1\r\n",
+         f"InvalidResponse: Protocol Error: a reply nested deeper than {MAX_REPLY_DEPTH} levels"),
+    ],
+    ids=["http", "tls", "integer", "length", "nested"],
+)
+def test_bytes_that_are_not_resp_are_connect(reply: bytes, message: str) -> None:
+    with hostile(lambda server, conn: server.send(conn, reply)) as server:
+        error, _ = fail(server)
+    assert (error.reason, error.message) == (Reason.CONNECT, message)
+    assert value(error.partial, "customer_sync_redis_up") == 0
+
+
+def test_resp_with_values_that_are_not_numbers_is_query() -> None:
+    with hostile(bulk(b"# Memory\r\nused_memory:lots\r\nmaxmemory:0\r\n")) as server:
+        error, _ = fail(server)
+    assert (error.reason, error.message) == (Reason.QUERY, "INFO used_memory is not a number")
+    assert value(error.partial, "customer_sync_redis_up") == 1
+    info = b"used_memory:1\r\nmaxmemory:0\r\nconnected_clients:1\r\n"
+    with hostile(bulk(info), llen=b"$3\r\nabc\r\n") as server:
+        error, _ = fail(server)
+    assert error.reason is Reason.QUERY
+    assert error.message == "queue 'celery': LLEN did not answer an integer"
+    assert value(error.partial, "customer_sync_redis_memory_used_bytes") == 1
+
+
+def test_url_options_cannot_lift_the_bounds_or_the_deadline(private_redis: RedisServer) -> None:
+    # ?protocol=3 would swap in redis-py's unbounded RESP3 parser; ?socket_timeout=30 would
+    # outlive the deadline.
+    with hostile(info_of_100_mb) as server:
+        server.url += "?protocol=3&socket_timeout=30"
+        error, peak = fail(server)
+    assert error.reason is Reason.QUERY and "ReplyTooLarge" in error.message
+    assert peak < 4 * MAX_SCRAPE_BYTES
+    assert private_redis.process is not None
+    os.kill(private_redis.process.pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        with pytest.raises(CollectorError) as caught:
+            collector_for(f"{private_redis.url()}?socket_timeout=30&socket_connect_timeout=30",
+                          ["celery"]).collect(Deadline.after(1.0))
+        elapsed = time.monotonic() - start
+    finally:
+        os.kill(private_redis.process.pid, signal.SIGCONT)
+    assert caught.value.reason is Reason.TIMEOUT
+    assert elapsed < 1.0
+
+
+def test_a_real_redis_over_resp2_still_reports_everything(redis_server: RedisServer) -> None:
+    # The collector speaks RESP2 through the bounded parser, whatever the URL asks.
+    families = collector_for(f"{redis_server.url()}?protocol=3", ["celery"]).collect(
+        Deadline.after(2))
+    assert value(families, "customer_sync_redis_up") == 1
+    assert value(families, "customer_sync_redis_connected_clients") >= 1

@@ -8,6 +8,7 @@ SIGTERM; ``check`` prints one row per collector; no run ever prints a database p
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -16,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ BAD_NAMES = sorted(p.stem for p in BAD.glob("*.yaml"))
 # not all of them): they cover each stage that can fail (YAML, env, secret file, field,
 # cross-section, list element, several at once). Every fixture goes through one multi-file run.
 SINGLE = ["yaml_syntax", "env_var_unset", "secret_file_unreadable", "dsn_invalid",
-          "database_missing", "list_element_type", "several_problems"]
+          "database_missing", "list_element_type", "several_problems", "not_utf8", "alias_bomb"]
 FIXTURE_SECRETS = ("S3cretDsnPw", "S3cretOneCPw", "S3cretRedisPw", "98765432123456789")
 
 
@@ -356,3 +357,127 @@ def test_check_all_ok_exits_0(tmp_path: Path) -> None:
     rows = parse_table(result.stdout)
     assert list(rows) == ["disk", "process"]
     assert all(state == "ok" for state, *_ in rows.values())
+
+
+def test_check_config_refuses_a_52_mb_file_with_a_located_line(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    with path.open("w") as f:
+        f.write("collectors:\n  onec: {enabled: false}\n  redis:\n    queues:\n")
+        while f.tell() < 52_000_000:
+            f.write("      - some-queue-name\n")
+    result = run("check-config", str(path))
+    assert result.returncode == 1
+    assert re.fullmatch(rf"{re.escape(str(path))}:\d+: \(file\): the file goes past 256 KiB on "
+                        r"this line; a config is a few KiB, so it is not parsed\n", result.stderr)
+
+
+def test_serve_survives_bad_config_files_and_applies_the_next_good_one(tmp_path: Path) -> None:
+    """Non-UTF-8, an alias bomb, 52 MB: each is a rejected reload; SIGHUP and edits still act."""
+    config = tmp_path / "config.yaml"
+    base = ("collectors:\n  synclog: {enabled: false}\n  business: {enabled: false}\n"
+            "  postgres: {enabled: false}\n  redis: {enabled: false}\n  onec: {enabled: false}\n"
+            f"  disk:\n    dirs: [{{name: here, path: '{tmp_path}'}}]\n")
+    config.write_text(base)
+
+    def replace(data: bytes) -> None:
+        tmp = config.with_name(".config.yaml.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, config)
+
+    def rejections(d: Daemon) -> int:
+        return d.stderr.count('"event": "config reload rejected')
+
+    def reload_ok(d: Daemon) -> float:
+        return d.metrics()[("customer_sync_exporter_config_last_reload_successful", ())]
+
+    bomb = ["x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    bomb += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    bad_files = {
+        "latin1": base.encode() + "# Prüfung\n".encode("latin-1"),
+        "alias_bomb": base.encode() + "\n".join(bomb).encode() + b"\n",
+        "52mb": base.encode() + b"#" + b"x" * 52_000_000 + b"\n",
+    }
+    def until(predicate: Callable[[], bool], what: str) -> None:
+        end = time.monotonic() + 10
+        while not predicate():
+            assert time.monotonic() < end, what
+            time.sleep(0.05)
+
+    with serving(tmp_path, config) as d:
+        assert set(success(d.metrics())) == {"disk", "process"}
+        for name, data in bad_files.items():
+            before = rejections(d)
+            replace(data)
+            d.proc.send_signal(signal.SIGHUP)  # not to wait for the 2 s poll
+            until(lambda n=before: rejections(d) > n and reload_ok(d) == 0, f"{name}: not rejected")
+            assert set(success(d.metrics())) == {"disk", "process"}  # the old config serves
+            before = rejections(d)
+            d.proc.send_signal(signal.SIGHUP)  # still heard: the same file rejected once more
+            until(lambda n=before: rejections(d) > n, f"{name}: SIGHUP not acted on")
+            replace((base + "  process: {enabled: false}\n").encode())
+            d.proc.send_signal(signal.SIGHUP)
+            until(lambda: set(success(d.metrics())) == {"disk"}, f"{name}: good file not applied")
+            assert reload_ok(d) == 1
+            replace(base.encode())  # back to both collectors for the next bad file
+            d.proc.send_signal(signal.SIGHUP)
+            until(lambda: set(success(d.metrics())) == {"disk", "process"}, "restore")
+        assert stop(d) == 0
+    events = [json.loads(line) for line in d.stderr.splitlines() if line.strip()]
+    rejected = [e["error"] for e in events if e["event"].startswith("config reload rejected")]
+    # Each bad file, as it was written and again on SIGHUP (a poll may add one more), with the
+    # line where it goes wrong.
+    assert [(line, len(list(group)) >= 2) for line, group in itertools.groupby(rejected)] == [
+        (f"{config}:9: (file): byte 0xfc in column 5 is not UTF-8; save the file as UTF-8", True),
+        (f"{config}:12: (size): the document grows past 5000 YAML nodes here (aliases count as "
+         "every node they repeat); a config has a few hundred", True),
+        (f"{config}:9: (file): the file goes past 256 KiB on this line; a config is a few KiB, "
+         "so it is not parsed", True),
+    ]
+
+
+# --- 1C credentials that are not ASCII ---------------------------------------------------------
+
+ONEC_USER, ONEC_PASSWORD = "Администратор", "пароль1С"  # a Russian 1C base's default administrator
+
+
+def _onec_only(tmp_path: Path, name: str, onec: str) -> Path:
+    path = tmp_path / name
+    path.write_text(
+        "collectors:\n  synclog: {enabled: false}\n  business: {enabled: false}\n"
+        "  postgres: {enabled: false}\n  redis: {enabled: false}\n  disk: {enabled: false}\n"
+        "  process: {enabled: false}\n  onec:\n" + onec, encoding="utf-8")
+    return path
+
+
+def test_cyrillic_1c_credentials_are_sent_and_never_printed(tmp_path: Path) -> None:
+    from urllib.parse import quote
+
+    from exporter.demo.onec import OneCStandIn
+
+    with OneCStandIn(username=ONEC_USER, password=ONEC_PASSWORD) as onec:
+        userinfo = f"{quote(ONEC_USER, safe='')}:{quote(ONEC_PASSWORD, safe='')}@"
+        by_keys = _onec_only(tmp_path, "keys.yaml", f"    url: {onec.url}\n"
+                             f"    username: {ONEC_USER}\n    password: ${{ONEC_PW}}\n")
+        by_url = _onec_only(tmp_path, "url.yaml",
+                            f"    url: {onec.url.replace('://', '://' + userinfo)}\n")
+        wrong = _onec_only(tmp_path, "wrong.yaml", f"    url: {onec.url}\n"
+                           f"    username: {ONEC_USER}\n    password: ${{ONEC_PW}}x\n")
+        outputs = []
+        for config, state in ((by_keys, "ok"), (by_url, "ok"), (wrong, "failed")):
+            result = run("check", "--config.file", str(config), ONEC_PW=ONEC_PASSWORD)
+            rows = parse_table(result.stdout)
+            assert rows["onec"][0] == state, result.stdout + result.stderr
+            if state == "failed":
+                assert rows["onec"][3].startswith("auth: "), rows
+            outputs.append(result.stdout + result.stderr)
+        assert onec.requests == 3  # each check sent its request: none died before it
+        with serving(tmp_path, by_url, "--log.level", "debug") as d:
+            samples = d.metrics()
+            assert samples[("customer_sync_onec_up", ())] == 1
+            outputs.append(requests.get(f"{d.url}/", timeout=10).text)
+            outputs.append(requests.get(f"{d.url}/health/ready", timeout=10).text)
+            assert stop(d) == 0
+        outputs.append(d.stderr)
+    for output in outputs:
+        for secret in (ONEC_PASSWORD, quote(ONEC_PASSWORD, safe=""), ONEC_PASSWORD + "x"):
+            assert secret not in output

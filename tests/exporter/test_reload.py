@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
 import time
 from pathlib import Path
 
+import pytest
+from structlog.testing import capture_logs
+
+import exporter.reload
 from exporter.config import Config
 from exporter.reload import ConfigWatcher, ReloadStatus
 
@@ -67,3 +73,109 @@ def test_sighup_style_request_reloads_an_unchanged_file(tmp_path: Path) -> None:
         assert wait_for(lambda: len(applied) == 1)
     finally:
         watcher.stop()
+
+
+def _bomb() -> str:
+    lines = ["x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+def _write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _huge(path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as f:
+        f.write(GOOD.format(timeout="9s") + "    queues:\n")
+        while f.tell() < 52_000_000:
+            f.write("      - some-queue-name\n")
+    os.replace(tmp, path)
+
+
+@pytest.mark.parametrize("bad", ["latin1", "nul", "alias_bomb", "52mb"])
+def test_any_bad_file_is_a_rejected_reload_and_the_next_good_one_applies(
+    tmp_path: Path, bad: str
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.format(timeout="7s"))
+    applied: list[Config] = []
+    status = ReloadStatus()
+    watcher = ConfigWatcher(path, prepare=lambda c: c, apply=applied.append, status=status,
+                            interval=0.05).start()
+    try:
+        with capture_logs() as logs:
+            if bad == "latin1":
+                _write(path, GOOD.format(timeout="3s").encode() + "# Prüfung\n".encode("latin-1"))
+            elif bad == "nul":
+                _write(path, GOOD.format(timeout="3s").encode() + b"# \x00\n")
+            elif bad == "alias_bomb":
+                _write(path, _bomb().encode())
+            else:
+                _huge(path)
+            assert wait_for(lambda: not status.successful)
+        assert applied == []
+        errors = [e for e in logs if e["log_level"] == "error"]
+        assert len(errors) == 1, errors
+        assert re.match(rf"{re.escape(str(path))}:\d+: \((file|syntax|size)\): ", errors[0]["error"])
+        assert watcher._thread.is_alive()
+        _write(path, GOOD.format(timeout="4s").encode())
+        assert wait_for(lambda: status.successful and len(applied) == 1)
+        assert applied[0].scrape_timeout == 4.0
+        # And SIGHUP is still acted on.
+        watcher.request_reload()
+        assert wait_for(lambda: len(applied) == 2)
+    finally:
+        watcher.stop()
+
+
+def test_an_unexpected_error_is_a_rejected_reload_and_the_watcher_keeps_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(GOOD.format(timeout="7s"))
+    applied: list[Config] = []
+    status = ReloadStatus()
+    failures = iter([RuntimeError("a loader bug quoting hunter22")])
+
+    def prepare(config: Config) -> Config:
+        for exc in failures:
+            raise exc
+        return config
+
+    watcher = ConfigWatcher(path, prepare=prepare, apply=applied.append, status=status,
+                            interval=0.05).start()
+    try:
+        with capture_logs() as logs:
+            path.write_text(GOOD.format(timeout="3s"))
+            assert wait_for(lambda: not status.successful)
+            # The polling itself failing once (here: hashing the file) is survived the same way.
+            real_digest = exporter.reload._digest
+            calls = iter([OSError])
+
+            def digest(p: Path) -> bytes | None:
+                for _ in calls:
+                    raise MemoryError
+                return real_digest(p)
+
+            monkeypatch.setattr(exporter.reload, "_digest", digest)
+            path.write_text(GOOD.format(timeout="4s"))
+            assert wait_for(lambda: len(applied) == 1)
+        assert applied[0].scrape_timeout == 4.0 and status.successful
+        messages = [(e["event"], e["error"]) for e in logs if e["log_level"] == "error"]
+        assert messages[0][0] == "config reload rejected, the previous config keeps serving"
+        assert re.fullmatch(rf"{re.escape(str(path))}:0: \(internal\): RuntimeError at "
+                            r"test_reload\.py:\d+", messages[0][1])
+        assert messages[1] == ("config watch failed, the previous config keeps serving",
+                               f"MemoryError at test_reload.py:{_line_of('raise MemoryError')}")
+        assert "hunter22" not in str(logs)  # the message of an unexpected error is not logged
+    finally:
+        watcher.stop()
+
+
+def _line_of(text: str) -> int:
+    lines = Path(__file__).read_text(encoding="utf-8").splitlines()
+    return next(i for i, line in enumerate(lines, 1) if line.strip() == text)

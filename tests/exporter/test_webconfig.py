@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import base64
 import http.client
+import os
+import re
 import socket
 import ssl
 import statistics
@@ -685,6 +687,69 @@ def test_broken_file_at_run_time_keeps_the_last_good_config(start: Any) -> None:
     atomic_write(s.config, f"basic_auth_users:\n  alice: {bcrypt_hash('fixed')}\n")
     assert requests.get(s.url(), auth=("alice", "fixed"), timeout=5).status_code == 200
     assert requests.get(s.url(), auth=("alice", "pw"), timeout=5).status_code == 401
+
+
+def _replace(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _alias_bomb() -> bytes:
+    lines = ["x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return ("\n".join(lines) + "\n").encode()
+
+
+@pytest.mark.parametrize("bad", ["latin1", "alias_bomb", "52mb"])
+def test_unreadable_or_unbounded_file_at_run_time_keeps_the_last_good_config(
+    start: Any, bad: str
+) -> None:
+    good = f"basic_auth_users:\n  alice: {bcrypt_hash('pw')}\n"
+    s = start(good)
+    if bad == "latin1":
+        data = good.encode() + "# Prüfung\n".encode("latin-1")
+    elif bad == "alias_bomb":
+        data = good.encode() + _alias_bomb()
+    else:
+        data = good.encode() + b"#" + b"x" * 52_000_000 + b"\n"
+    with capture_logs() as logs:
+        _replace(s.config, data)
+        for _ in range(3):
+            assert requests.get(s.url(), auth=("alice", "pw"), timeout=5).status_code == 200
+            assert requests.get(s.url(), timeout=5).status_code == 401
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1, errors  # once per change, not per request
+    assert errors[0]["event"] == "web config is invalid; keeping the last good one"
+    assert re.match(rf"{re.escape(str(s.config))}:\d+: \((file|size)\): ", errors[0]["errors"][0])
+    assert s.gate.source.reload_failures == 1
+    atomic_write(s.config, f"basic_auth_users:\n  alice: {bcrypt_hash('fixed')}\n")
+    assert requests.get(s.url(), auth=("alice", "fixed"), timeout=5).status_code == 200
+
+
+def test_an_unexpected_error_while_reloading_is_a_failed_reload_not_a_500(
+    start: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import exporter.webconfig
+
+    s = start(f"basic_auth_users:\n  alice: {bcrypt_hash('pw')}\n")
+    real = exporter.webconfig.load_web_config
+    failures = iter([RecursionError("deep")])
+
+    def load(*args: Any, **kwargs: Any) -> Any:
+        for exc in failures:
+            raise exc
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exporter.webconfig, "load_web_config", load)
+    with capture_logs() as logs:
+        atomic_write(s.config, f"basic_auth_users:\n  bob: {bcrypt_hash('new')}\n")
+        assert requests.get(s.url(), auth=("alice", "pw"), timeout=5).status_code == 200
+    assert s.gate.source.reload_failures == 1
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert errors[0]["errors"] == [f"{s.config}:0: (internal): cannot load: RecursionError"]
+    atomic_write(s.config, f"basic_auth_users:\n  bob: {bcrypt_hash('newer')}\n")
+    assert requests.get(s.url(), auth=("bob", "newer"), timeout=5).status_code == 200
 
 
 def test_headers_reload(start: Any) -> None:
