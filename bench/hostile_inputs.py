@@ -147,69 +147,79 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="hostile-") as tmp_name:
         tmp = Path(tmp_name)
         head = base_config(tmp, None)
-        files = {
-            "good (baseline)": head.encode(),
-            "latin-1 byte": head.encode() + "# Prüfung\n".encode("latin-1"),
-            f"alias bomb ({len(alias_bomb())} B)": head.encode() + alias_bomb(),
-        }
-        print("== check-config (a process each)")
-        for name, data in files.items():
-            path = tmp / "c.yaml"
-            path.write_bytes(data)
-            code, wall, peak, line = check_config(path)
-            print(f"{name:<22} exit={code} wall={wall:.3f} s peak_rss={peak:.1f} MiB  {line}")
-        big = tmp / "big.yaml"
-        big_file(big, head)
-        code, wall, peak, line = check_config(big)
-        print(f"{'52 MB file':<22} exit={code} wall={wall:.3f} s peak_rss={peak:.1f} MiB  {line}")
-
-        print("== serve: reloads and a 100 MB Redis INFO while scraping")
-        with hostile(info_of_100_mb) as server:
-            config = tmp / "config.yaml"
-            good = base_config(tmp, server.url)
-            config.write_text(good)
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            proc = subprocess.Popen([str(EXE), "serve", "--config.file", str(config),
-                                     "--web.listen-address", f"127.0.0.1:{port}"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                until(lambda: _live(url), 30)
-                scrapes = Scrapes(url)
-                t0 = time.monotonic()
-                time.sleep(2)
-                baseline = fmt(scrapes.between(t0, time.monotonic()))
-                print(f"baseline (Redis answers INFO with 100 MB every scrape): {baseline}  "
-                      f"VmHWM={vm_hwm_mib(proc.pid):.1f} MiB")
-                metrics = requests.get(f"{url}/metrics", timeout=30).text
-                failure = [m for m in metrics.splitlines() if m.startswith(
-                    'customer_sync_exporter_collector_failure{collector="redis"') and
-                    m.endswith(" 1.0")]
-                print(f"  redis: {failure}")
-                for name, write in (
-                    ("latin-1 byte", lambda: _replace(config, good.encode()
-                                                     + "# Prüfung\n".encode("latin-1"))),
-                    ("alias bomb", lambda: _replace(config, good.encode() + alias_bomb())),
-                    ("52 MB file", lambda: os.replace(big, config)),
-                ):
-                    t1 = time.monotonic()
-                    write()
-                    proc.send_signal(signal.SIGHUP)
-                    rejected = until(lambda: reload_ok(url) == 0)
-                    time.sleep(0.5)
-                    during = scrapes.between(t1, time.monotonic())
-                    _replace(config, good.encode() + b"# fixed\n")
-                    proc.send_signal(signal.SIGHUP)
-                    applied = until(lambda: reload_ok(url) == 1)
-                    print(f"{name:<14} rejected after {rejected:.3f} s; scrapes from the write "
-                          f"until 0.5 s after: {fmt(during)}; good file applied after "
-                          f"{applied:.3f} s; VmHWM={vm_hwm_mib(proc.pid):.1f} MiB")
-                scrapes.stop()
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(30)
-        print(f"   server-side: the hostile Redis sent {server.sent / 1e6:.1f} MB in total")
+        big = check_config_phase(tmp, head)
+        serve_phase(tmp, big)
     return 0
+
+
+def check_config_phase(tmp: Path, head: str) -> Path:
+    """``check-config`` on each hostile file, a process each; returns the 52 MB file."""
+    files = {
+        "good (baseline)": head.encode(),
+        "latin-1 byte": head.encode() + "# Prüfung\n".encode("latin-1"),
+        f"alias bomb ({len(alias_bomb())} B)": head.encode() + alias_bomb(),
+    }
+    print("== check-config (a process each)")
+    for name, data in files.items():
+        path = tmp / "c.yaml"
+        path.write_bytes(data)
+        code, wall, peak, line = check_config(path)
+        print(f"{name:<22} exit={code} wall={wall:.3f} s peak_rss={peak:.1f} MiB  {line}")
+    big = tmp / "big.yaml"
+    big_file(big, head)
+    code, wall, peak, line = check_config(big)
+    print(f"{'52 MB file':<22} exit={code} wall={wall:.3f} s peak_rss={peak:.1f} MiB  {line}")
+    return big
+
+
+def serve_phase(tmp: Path, big: Path) -> None:
+    """A running daemon: reloads of each hostile file and a 100 MB Redis INFO while scraping."""
+    print("== serve: reloads and a 100 MB Redis INFO while scraping")
+    with hostile(info_of_100_mb) as server:
+        config = tmp / "config.yaml"
+        good = base_config(tmp, server.url)
+        config.write_text(good)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen([str(EXE), "serve", "--config.file", str(config),
+                                 "--web.listen-address", f"127.0.0.1:{port}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            until(lambda: _live(url), 30)
+            scrapes = Scrapes(url)
+            t0 = time.monotonic()
+            time.sleep(2)
+            baseline = fmt(scrapes.between(t0, time.monotonic()))
+            print(f"baseline (Redis answers INFO with 100 MB every scrape): {baseline}  "
+                  f"VmHWM={vm_hwm_mib(proc.pid):.1f} MiB")
+            metrics = requests.get(f"{url}/metrics", timeout=30).text
+            failure = [m for m in metrics.splitlines() if m.startswith(
+                'customer_sync_exporter_collector_failure{collector="redis"') and
+                m.endswith(" 1.0")]
+            print(f"  redis: {failure}")
+            for name, write in (
+                ("latin-1 byte", lambda: _replace(config, good.encode()
+                                                 + "# Prüfung\n".encode("latin-1"))),
+                ("alias bomb", lambda: _replace(config, good.encode() + alias_bomb())),
+                ("52 MB file", lambda: os.replace(big, config)),
+            ):
+                t1 = time.monotonic()
+                write()
+                proc.send_signal(signal.SIGHUP)
+                rejected = until(lambda: reload_ok(url) == 0)
+                time.sleep(0.5)
+                during = scrapes.between(t1, time.monotonic())
+                _replace(config, good.encode() + b"# fixed\n")
+                proc.send_signal(signal.SIGHUP)
+                applied = until(lambda: reload_ok(url) == 1)
+                print(f"{name:<14} rejected after {rejected:.3f} s; scrapes from the write "
+                      f"until 0.5 s after: {fmt(during)}; good file applied after "
+                      f"{applied:.3f} s; VmHWM={vm_hwm_mib(proc.pid):.1f} MiB")
+            scrapes.stop()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+    print(f"   server-side: the hostile Redis sent {server.sent / 1e6:.1f} MB in total")
 
 
 def _live(url: str) -> bool:
