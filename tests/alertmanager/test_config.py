@@ -251,9 +251,10 @@ def test_every_alert_rule_severity_has_a_route(rendered_config: Path, repo_root:
     """Each severity used by prometheus/rules reaches the receiver the runbook promises."""
     amtool = require_binary("amtool")
     expected = {"critical": "page", "warning": "ticket"}
-    rules = yaml.safe_load((repo_root / "prometheus/rules/customer_sync.alerts.yml").read_text())
     severities = {
-        r["labels"]["severity"] for g in rules["groups"] for r in g["rules"] if "alert" in r
+        r["labels"]["severity"]
+        for path in sorted((repo_root / "prometheus" / "rules").glob("*.yml"))
+        for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"] if "alert" in r
     }
     assert severities == set(expected)
     for severity, receiver in expected.items():
@@ -422,6 +423,37 @@ def test_critical_inhibits_the_matching_warning_and_dependencies_their_collector
         },
         key=str,
     )
+
+
+def test_a_page_of_one_shop_does_not_inhibit_another_shops_ticket(
+    alertmanager: RunningAlertmanager, sink: AlertSink
+) -> None:
+    """The SLO alerts are per shop and have no instance: `shop` in the inhibition's equal list
+    is what keeps shop a's page from silencing shop b's ticket."""
+    a, b = (f"{x}-{uuid.uuid4().hex[:6]}" for x in "ab")
+
+    def slo(shop: str, severity: str) -> dict[str, Any]:
+        body = alert("CustomerSyncErrorBudgetBurn", severity, "unused")
+        del body["labels"]["instance"]
+        body["labels"]["shop"] = shop
+        return body
+
+    alertmanager.post_alerts([slo(a, "critical")])
+    sink.wait_for(lambda s: any(x["labels"].get("shop") == a for x in s.webhook_alerts()),
+                  15, "shop a's page")
+    alertmanager.post_alerts([slo(a, "warning"), slo(b, "warning")])
+    sink.wait_for(lambda s: any(x["labels"].get("shop") == b for x in s.webhook_alerts()),
+                  15, "shop b's ticket")
+    marker = f"marker-{uuid.uuid4().hex[:8]}:9188"
+    alertmanager.post_alerts([alert("CustomerSyncRedisDown", "critical", marker)])
+    sink.wait_for(lambda s: bool(webhook_names(s, marker)), 15, "the marker")
+    delivered = {(x["labels"]["shop"], x["labels"]["severity"]) for x in sink.webhook_alerts()
+                 if x["labels"].get("shop") in {a, b}}
+    assert delivered == {(a, "critical"), (b, "warning")}
+    # grouped per shop: each notification is about one shop
+    groups = [c.payload["groupLabels"] for c in sink.webhooks
+              if c.payload["groupLabels"].get("shop") in {a, b}]
+    assert groups and all(set(g) == {"alertname", "shop"} for g in groups), groups
 
 
 def test_resolved_alerts_are_sent_as_resolved(

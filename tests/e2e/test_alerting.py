@@ -58,6 +58,7 @@ GROUP_WAIT = 1.0
 TIME_SCALE = 60  # production for:/keep_firing_for: are divided by this
 SEND_MARGIN = 2.0  # Prometheus -> Alertmanager -> HTTP receivers
 RUNBOOK = "https://github.com/freesport/customer-sync-exporter/blob/main/docs/runbook.md"
+SHOP = "freesport"
 
 
 # --- the stack --------------------------------------------------------------------------------
@@ -130,7 +131,8 @@ def start_prometheus(
         "scrape_configs": [
             {
                 "job_name": "customer_sync_exporter",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"],
+                                    "labels": {"shop": SHOP}}],
             }
         ],
     }
@@ -326,12 +328,13 @@ def test_faults_reach_webhook_and_telegram_and_resolve(stack: Stack) -> None:
     )  # fmt: skip
     assert alert["labels"] == {
         "alertname": "CustomerSyncOneCDown", "severity": "critical",
-        "instance": instance, "job": "customer_sync_exporter",
+        "instance": instance, "job": "customer_sync_exporter", "shop": SHOP,
     }  # fmt: skip
     assert alert["annotations"] == {
         "summary": "The 1C HTTP service does not answer as expected.",
         "description": (
-            f"The 1C probe of {instance} has failed for 2 minutes (customer_sync_onec_up = 0, "
+            f"Shop {SHOP}: the 1C probe of {instance} has failed for 2 minutes "
+            "(customer_sync_onec_up = 0, "
             "last HTTP status 0; 0 means no HTTP answer at all). Customer exchange with 1C is "
             "impossible while it lasts."
         ),
@@ -367,7 +370,8 @@ def test_faults_reach_webhook_and_telegram_and_resolve(stack: Stack) -> None:
     # The 540 older rows were read at start-up, before the first sample: every row counted in
     # the last 5 minutes is one of the 60 failures.
     assert ratio["annotations"]["description"] == (
-        f"100% of the customer sync operations recorded by {instance} in the last 5 minutes "
+        f"Shop {SHOP}: 100% of the customer sync operations recorded by {instance} in the "
+        "last 5 minutes "
         "have status failed or error (critical threshold 20 %)."
     )
     # More than 50 failures in the hour: a ticket (webhook only), with the exact count.
@@ -391,7 +395,8 @@ def test_faults_reach_webhook_and_telegram_and_resolve(stack: Stack) -> None:
     failed_ops = ticket()
     assert failed_ops is not None and failed_ops["labels"]["severity"] == "warning"
     assert failed_ops["annotations"]["description"] == (
-        f"{truth} customer sync operations recorded by {instance} failed in the last hour "
+        f"Shop {SHOP}: {truth} customer sync operations recorded by {instance} failed in the "
+        "last hour "
         "(threshold 50)."
     )
     assert not any("CustomerSyncFailedOperationsHigh" in m.text for m in sink.telegram)
