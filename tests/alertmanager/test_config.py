@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import parse_duration
 from tests.alert_receivers import (
     TELEGRAM_MAX_CHARS,
     TEST_BOT_TOKEN,
@@ -264,6 +265,25 @@ def test_every_alert_rule_severity_has_a_route(rendered_config: Path, repo_root:
             capture_output=True, text=True,
         )  # fmt: skip
         assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_every_group_interval_outlasts_the_cluster_peer_wait(rendered_config: Path) -> None:
+    """In a cluster the second peer notifies a --cluster.peer-timeout (15 s, docs/runbook.md)
+    after the first; if that wait reached a group's next flush, a peer could send a stale
+    FIRING after the other's RESOLVED (alertmanager#2447). tests/e2e/test_ha.py keeps the
+    same ratio with shorter values."""
+    peer_timeout = 15.0
+    config = yaml.safe_load(rendered_config.read_text())
+
+    def routes(route: dict[str, Any], inherited: float) -> Iterator[float]:
+        interval = parse_duration(route.get("group_interval", f"{inherited}s"))
+        yield interval
+        for child in route.get("routes", []):
+            yield from routes(child, interval)
+
+    intervals = list(routes(config["route"], 300.0))
+    assert len(intervals) == 4
+    assert min(intervals) >= 2 * peer_timeout, intervals
 
 
 # --- real deliveries ------------------------------------------------------------------------

@@ -21,8 +21,6 @@ group_wait + 2 s for the HTTP calls), and printed (run with ``-s`` to see them).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -33,7 +31,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import yaml
 
 from exporter.config import Config, parse_duration
 from exporter.demo.onec import Mode, OneCStandIn
@@ -43,11 +40,18 @@ from tests.alert_receivers import (
     TEST_CHAT_ID,
     AlertSink,
     RunningAlertmanager,
-    free_port,
     start_alertmanager,
     telegram_visible_text,
 )
 from tests.conftest import require_binary
+from tests.e2e.topology import (
+    TIME_SCALE,
+    Prometheus,
+    insert_rows,
+    scaled,
+    scaled_rules,
+    start_prometheus,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -55,7 +59,6 @@ SCRAPE_INTERVAL = 2.0
 SCRAPE_TIMEOUT = 2.0
 EVAL_INTERVAL = 1.0
 GROUP_WAIT = 1.0
-TIME_SCALE = 60  # production for:/keep_firing_for: are divided by this
 SEND_MARGIN = 2.0  # Prometheus -> Alertmanager -> HTTP receivers
 RUNBOOK = "https://github.com/freesport/customer-sync-exporter/blob/main/docs/runbook.md"
 SHOP = "freesport"
@@ -64,61 +67,10 @@ SHOP = "freesport"
 # --- the stack --------------------------------------------------------------------------------
 
 
-def scaled(duration: str) -> str:
-    seconds = parse_duration(duration) / TIME_SCALE
-    return f"{max(seconds, 1.0):g}s"
-
-
-def scaled_rules(repo_root: Path, out_dir: Path) -> tuple[list[Path], dict[str, float]]:
-    """The repository's rule files with every for:/keep_firing_for: divided by TIME_SCALE.
-
-    Returns the files and, per alert name, the longest scaled ``for:`` in seconds.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fors: dict[str, float] = {}
-    files = []
-    for source in sorted((repo_root / "prometheus" / "rules").glob("*.yml")):
-        doc = yaml.safe_load(source.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                for key in ("for", "keep_firing_for"):
-                    if key in rule:
-                        rule[key] = scaled(rule[key])
-                if "alert" in rule:
-                    seconds = parse_duration(rule.get("for", "0s"))
-                    fors[rule["alert"]] = max(fors.get(rule["alert"], 0.0), seconds)
-        target = out_dir / source.name
-        target.write_text(yaml.safe_dump(doc, sort_keys=False))
-        files.append(target)
-    return files, fors
-
-
-@dataclass
-class Prometheus:
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.load(resp)
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_prometheus(
+def start_single_prometheus(
     workdir: Path, rule_files: list[Path], exporter_port: int, am_url: str
 ) -> Prometheus:
-    binary = require_binary("prometheus")
+    """One Prometheus for one shop, as prometheus/prometheus.yml, at the test's intervals."""
     am_host = urllib.parse.urlparse(am_url).netloc
     config = {
         "global": {
@@ -136,49 +88,7 @@ def start_prometheus(
             }
         ],
     }
-    path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    check = subprocess.run(
-        [require_binary("promtool"), "check", "config", str(path)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    port = free_port()
-    log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    prom = Prometheus(process, f"http://127.0.0.1:{port}", log_path)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            raise AssertionError(f"prometheus exited:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=1) as resp:
-                if resp.status == 200:
-                    return prom
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            prom.stop()
-            raise AssertionError(f"prometheus not ready:\n{log_path.read_text()}")
-        time.sleep(0.2)
-
-
-def insert_rows(dsn: str, n: int, operation_type: str, status: str, error: str = "") -> None:
-    """Sync-log rows shaped like the 1C import's (DATA.md 3.1): session set, fresh uuid each."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO common_customersynclog (onec_id, operation_type, status, error_message,
-                details, created_at, session, correlation_id, updated_at, user_agent)
-            SELECT '', %s, %s, %s, '{}'::jsonb, now(), '42', gen_random_uuid(), now(), ''
-            FROM generate_series(1, %s)
-            """,
-            (operation_type, status, error, n),
-        )
+    return start_prometheus("single", workdir, config)
 
 
 @dataclass
@@ -198,8 +108,8 @@ class Stack:
     def budget(self, alertname: str) -> float:
         """Worst case fault -> delivery with the test's intervals (the runbook's sum)."""
         return (
-            SCRAPE_INTERVAL + SCRAPE_TIMEOUT + EVAL_INTERVAL + self.fors[alertname] + GROUP_WAIT
-            + SEND_MARGIN
+            SCRAPE_INTERVAL + SCRAPE_TIMEOUT + EVAL_INTERVAL + self.fors[alertname] / TIME_SCALE
+            + GROUP_WAIT + SEND_MARGIN
         )  # fmt: skip
 
     def debug(self) -> str:
@@ -239,8 +149,8 @@ def stack(db_dsn: str, repo_root: Path, tmp_path: Path) -> Iterator[Stack]:
     am = start_alertmanager(
         repo_root, tmp_path / "am", sink, group_wait=f"{GROUP_WAIT:g}s", group_interval="2s"
     )
-    rules, fors = scaled_rules(repo_root, tmp_path / "rules")
-    prometheus = start_prometheus(tmp_path, rules, exporter.port, am.url)
+    rules, fors = scaled_rules(tmp_path / "rules")
+    prometheus = start_single_prometheus(tmp_path / "prometheus", rules, exporter.port, am.url)
     s = Stack(db_dsn, onec, exporter, prometheus, am, sink, fors)
     try:
         # healthy first: the target is up and the exporter's series are in Prometheus
