@@ -9,7 +9,7 @@ checked: addresses, intervals, and where the (time-scaled) rule files are.
 Shortened for tests, everything else production: scrape and evaluation every 1 s (production
 15 s), scrape timeout 1 s (10 s), every ``for:``/``keep_firing_for:`` divided by 60, rule group
 intervals dropped (the 30-day group runs every 5 m), Alertmanager ``group_wait`` 1 s (30 s) and
-``group_interval`` 6 s (1 m / 5 m), ``--cluster.peer-timeout`` 2 s (15 s), remote_write batches
+``group_interval`` 12 s (1 m / 5 m), ``--cluster.peer-timeout`` 4 s (15 s), remote_write batches
 every 1 s (5 s).
 """
 
@@ -50,22 +50,25 @@ TIME_SCALE = 60  # production for:/keep_firing_for: are divided by this
 GROUP_WAIT = 1.0
 # peer timeout well under group_interval, as in production (15 s vs 1 m): a peer whose wait
 # outlasts a group interval can send a stale FIRING after its peer's RESOLVED (alertmanager#2447).
-GROUP_INTERVAL = 6.0
-PEER_TIMEOUT = 2.0
+GROUP_INTERVAL = 12.0
+# Also long enough for the first peer's notification to be sent and gossiped on a busy machine
+# (a peer records a notification only once its receivers answered).
+PEER_TIMEOUT = 4.0
 SEND_MARGIN = 2.0  # Prometheus -> Alertmanager -> the HTTP receivers
 
-# Production values of the same steps, for the printed worst cases (docs/runbook.md).
+# Production values of the same steps, for the printed worst cases (docs/runbook.md). The
+# Alertmanager timeout counts only for a peer host that does not answer at all; a killed process
+# on loopback refuses at once, so the test's own sum leaves it out.
 PRODUCTION = {"scrape_interval": 15.0, "scrape_timeout": 10.0, "evaluation_interval": 15.0,
-              "group_wait": 30.0, "peer_timeout": 15.0, "send": 2.0}  # fmt: skip
+              "group_wait": 30.0, "send": 3.0, "peer_timeout": 15.0,
+              "alertmanager_timeout": 10.0}  # fmt: skip
 
 
 def worst_case(for_seconds: float, *, production: bool) -> float:
     """Fault -> notification, the runbook's sum: next scrape + scrape + next evaluation + for: +
     group_wait + one peer's wait (the first peer is dead or slow) + the HTTP calls."""
     if production:
-        p = PRODUCTION
-        return (p["scrape_interval"] + p["scrape_timeout"] + p["evaluation_interval"]
-                + for_seconds + p["group_wait"] + p["peer_timeout"] + p["send"])
+        return for_seconds + sum(PRODUCTION.values())
     return (SCRAPE_INTERVAL + SCRAPE_TIMEOUT + EVAL_INTERVAL + for_seconds / TIME_SCALE
             + GROUP_WAIT + PEER_TIMEOUT + SEND_MARGIN)
 
