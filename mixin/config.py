@@ -99,18 +99,38 @@ class MixinConfig(_Model):
 
 
 class ConfigError(Exception):
-    """config.yml is not valid; the message names the file and every bad key."""
+    """config.yml is not valid; the message names the file, line and key of every problem."""
+
+
+def _line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the key at ``loc`` (or of its nearest existing parent)."""
+    node, line = root, None
+    for part in loc:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next(((k, v) for k, v in node.value if k.value == part), None)
+        if match is None:
+            break
+        line = match[0].start_mark.line + 1
+        node = match[1]
+    return line
 
 
 def load(path: Path = CONFIG_FILE) -> MixinConfig:
+    """The validated config; every problem as ``file:line: dotted.key: message``."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text)
+        root = yaml.compose(text)
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     try:
         return MixinConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from exc
+        problems = []
+        for error in exc.errors():
+            line = _line(root, tuple(error["loc"]))
+            where = f"{path}:{line}" if line else str(path)
+            key = ".".join(str(p) for p in error["loc"]) or "(top)"
+            problems.append(f"{where}: {key}: {error['msg']}")
+        raise ConfigError("\n".join(problems)) from exc

@@ -41,15 +41,19 @@ def test_error_budget_is_exact(target: float, budget: float) -> None:
 def test_an_unknown_key_is_named(tmp_path: Path) -> None:
     data = shipped()
     data["thresholds"]["error_ratio_1hh"] = 0.1  # type: ignore[index]
-    with pytest.raises(ConfigError, match=r"config.yml: thresholds.error_ratio_1hh: Extra inputs"):
-        load(write(tmp_path, data))
+    path = write(tmp_path, data)
+    line = path.read_text().splitlines().index("  error_ratio_1hh: 0.1") + 1
+    with pytest.raises(ConfigError, match=rf"config.yml:{line}: thresholds.error_ratio_1hh: Extra"):
+        load(path)
 
 
 def test_a_missing_key_is_named(tmp_path: Path) -> None:
     data = shipped()
     del data["slo"]["target"]  # type: ignore[attr-defined]
-    with pytest.raises(ConfigError, match=r"slo.target: Field required"):
-        load(write(tmp_path, data))
+    path = write(tmp_path, data)
+    line = path.read_text().splitlines().index("slo:") + 1  # the missing key's parent
+    with pytest.raises(ConfigError, match=rf"config.yml:{line}: slo.target: Field required"):
+        load(path)
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
@@ -71,6 +75,23 @@ def test_a_target_outside_0_1_is_refused(tmp_path: Path, target: float) -> None:
     data["slo"]["target"] = target  # type: ignore[index]
     with pytest.raises(ConfigError, match=r"slo.target"):
         load(write(tmp_path, data))
+
+
+def test_every_problem_is_reported_not_only_the_first(tmp_path: Path) -> None:
+    data = shipped()
+    data["thresholds"]["queue_items"] = -1  # type: ignore[index]
+    data["slo"]["target"] = 2  # type: ignore[index]
+    with pytest.raises(ConfigError) as info:
+        load(write(tmp_path, data))
+    lines = str(info.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["thresholds.queue_items", "slo.target"]
+
+
+def test_broken_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("selector: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"config.yml"):
+        load(path)
 
 
 def test_several_matchers_are_a_valid_selector() -> None:
