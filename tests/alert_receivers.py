@@ -14,7 +14,7 @@ import re
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,8 +105,12 @@ def start_alertmanager(
     group_wait: str = "1s",
     group_interval: str = "2s",
     url_path: str = "",
+    cluster: Sequence[str] = ("--cluster.listen-address=",),
 ) -> RunningAlertmanager:
-    """Render the config with render-config (as in production) and let it exec Alertmanager."""
+    """Render the config with render-config (as in production) and let it exec Alertmanager.
+
+    ``cluster`` are its ``--cluster.*`` flags; the default runs it alone (no gossip port).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     out = workdir / "rendered" / "alertmanager.yml"
@@ -128,7 +132,7 @@ def start_alertmanager(
                 str(repo_root / "alertmanager" / "render-config"),
                 f"--web.listen-address=127.0.0.1:{port}",
                 f"--web.external-url=http://127.0.0.1:{port}{url_path}",
-                "--cluster.listen-address=",
+                *cluster,
                 f"--storage.path={workdir / 'data'}",
                 "--log.level=debug",
             ],

@@ -1,7 +1,8 @@
 """The house rules of issue 13, counted: no product module over 400 lines, no function over 60.
 
-Counted with the AST over ``exporter/``, ``collectors/``, ``grafana/`` and ``bench/``. Dashboard
-panel lists (``grafana/build_dashboards.py``) are declarative and excepted. The other entries of
+Counted with the AST over ``exporter/``, ``collectors/``, ``mixin/`` and ``bench/``. Dashboard
+panel lists would be excepted (declarative); the mixin's dashboards are one function per row, so
+none needs to be. The other entries of
 ``KNOWN`` belong to work in flight elsewhere: each is reported (a warning, not a failure) until
 it lands, and a stale entry is reported too, so the list only shrinks.
 """
@@ -15,17 +16,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("exporter", "collectors", "grafana", "bench")
+PACKAGES = ("exporter", "collectors", "mixin", "bench")
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
 
-PANEL_LISTS = {  # declarative dashboard panel lists: excepted by the issue
-    "grafana/build_dashboards.py",
-    "grafana/build_dashboards.py:sync_operations",
-    "grafana/build_dashboards.py:system_health",
-    "grafana/build_dashboards.py:business",
-    "grafana/build_dashboards.py:dashboard",
-}
+PANEL_LISTS: set[str] = set()  # declarative dashboard panel lists: excepted by the issue
 KNOWN = {  # over the limits today, being split by other work of issue 13 (the lead removes them)
     "exporter/webconfig.py",  # -> exporter/web/ (schema, tls, source, gate)
     "exporter/webconfig.py:_tls_context",

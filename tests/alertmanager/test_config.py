@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.config import parse_duration
 from exporter.demo.alertsink import (
     TELEGRAM_MAX_CHARS,
     AlertSink,
@@ -253,9 +254,10 @@ def test_every_alert_rule_severity_has_a_route(rendered_config: Path, repo_root:
     """Each severity used by prometheus/rules reaches the receiver the runbook promises."""
     amtool = require_binary("amtool")
     expected = {"critical": "page", "warning": "ticket"}
-    rules = yaml.safe_load((repo_root / "prometheus/rules/customer_sync.alerts.yml").read_text())
     severities = {
-        r["labels"]["severity"] for g in rules["groups"] for r in g["rules"] if "alert" in r
+        r["labels"]["severity"]
+        for path in sorted((repo_root / "prometheus" / "rules").glob("*.yml"))
+        for g in yaml.safe_load(path.read_text())["groups"] for r in g["rules"] if "alert" in r
     }
     assert severities == set(expected)
     for severity, receiver in expected.items():
@@ -265,6 +267,25 @@ def test_every_alert_rule_severity_has_a_route(rendered_config: Path, repo_root:
             capture_output=True, text=True,
         )  # fmt: skip
         assert ok.returncode == 0, ok.stdout + ok.stderr
+
+
+def test_every_group_interval_outlasts_the_cluster_peer_wait(rendered_config: Path) -> None:
+    """In a cluster the second peer notifies a --cluster.peer-timeout (15 s, docs/runbook.md)
+    after the first; if that wait reached a group's next flush, a peer could send a stale
+    FIRING after the other's RESOLVED (alertmanager#2447). tests/e2e/test_ha.py keeps the
+    same ratio with shorter values."""
+    peer_timeout = 15.0
+    config = yaml.safe_load(rendered_config.read_text())
+
+    def routes(route: dict[str, Any], inherited: float) -> Iterator[float]:
+        interval = parse_duration(route.get("group_interval", f"{inherited}s"))
+        yield interval
+        for child in route.get("routes", []):
+            yield from routes(child, interval)
+
+    intervals = list(routes(config["route"], 300.0))
+    assert len(intervals) == 4
+    assert min(intervals) >= 2 * peer_timeout, intervals
 
 
 # --- real deliveries ------------------------------------------------------------------------
@@ -424,6 +445,37 @@ def test_critical_inhibits_the_matching_warning_and_dependencies_their_collector
         },
         key=str,
     )
+
+
+def test_a_page_of_one_shop_does_not_inhibit_another_shops_ticket(
+    alertmanager: RunningAlertmanager, sink: AlertSink
+) -> None:
+    """The SLO alerts are per shop and have no instance: `shop` in the inhibition's equal list
+    is what keeps shop a's page from silencing shop b's ticket."""
+    a, b = (f"{x}-{uuid.uuid4().hex[:6]}" for x in "ab")
+
+    def slo(shop: str, severity: str) -> dict[str, Any]:
+        body = alert("CustomerSyncErrorBudgetBurn", severity, "unused")
+        del body["labels"]["instance"]
+        body["labels"]["shop"] = shop
+        return body
+
+    alertmanager.post_alerts([slo(a, "critical")])
+    sink.wait_for(lambda s: any(x["labels"].get("shop") == a for x in s.webhook_alerts()),
+                  15, "shop a's page")
+    alertmanager.post_alerts([slo(a, "warning"), slo(b, "warning")])
+    sink.wait_for(lambda s: any(x["labels"].get("shop") == b for x in s.webhook_alerts()),
+                  15, "shop b's ticket")
+    marker = f"marker-{uuid.uuid4().hex[:8]}:9188"
+    alertmanager.post_alerts([alert("CustomerSyncRedisDown", "critical", marker)])
+    sink.wait_for(lambda s: bool(webhook_names(s, marker)), 15, "the marker")
+    delivered = {(x["labels"]["shop"], x["labels"]["severity"]) for x in sink.webhook_alerts()
+                 if x["labels"].get("shop") in {a, b}}
+    assert delivered == {(a, "critical"), (b, "warning")}
+    # grouped per shop: each notification is about one shop
+    groups = [c.payload["groupLabels"] for c in sink.webhooks
+              if c.payload["groupLabels"].get("shop") in {a, b}]
+    assert groups and all(set(g) == {"alertname", "shop"} for g in groups), groups
 
 
 def test_resolved_alerts_are_sent_as_resolved(

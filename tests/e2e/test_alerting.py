@@ -21,8 +21,6 @@ group_wait + 2 s for the HTTP calls), and printed (run with ``-s`` to see them).
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 import urllib.parse
 import urllib.request
@@ -33,22 +31,26 @@ from typing import Any
 
 import psycopg
 import pytest
-import yaml
 
 from exporter.config import Config, parse_duration
 from exporter.demo.alertsink import AlertSink, telegram_visible_text
 from exporter.demo.onec import Mode, OneCStandIn
-from exporter.demo.ports import free_port
-from exporter.demo.processes import stop_process
 from exporter.service import Exporter
 from tests.alert_receivers import (
     TEST_BOT_TOKEN,
     TEST_CHAT_ID,
     RunningAlertmanager,
     start_alertmanager,
-    wait_ready,
 )
 from tests.conftest import require_binary
+from tests.e2e.topology import (
+    TIME_SCALE,
+    Prometheus,
+    insert_rows,
+    scaled,
+    scaled_rules,
+    start_prometheus,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -56,64 +58,18 @@ SCRAPE_INTERVAL = 2.0
 SCRAPE_TIMEOUT = 2.0
 EVAL_INTERVAL = 1.0
 GROUP_WAIT = 1.0
-TIME_SCALE = 60  # production for:/keep_firing_for: are divided by this
 SEND_MARGIN = 2.0  # Prometheus -> Alertmanager -> HTTP receivers
 RUNBOOK = "https://github.com/freesport/customer-sync-exporter/blob/main/docs/runbook.md"
+SHOP = "freesport"
 
 
 # --- the stack --------------------------------------------------------------------------------
 
 
-def scaled(duration: str) -> str:
-    seconds = parse_duration(duration) / TIME_SCALE
-    return f"{max(seconds, 1.0):g}s"
-
-
-def scaled_rules(repo_root: Path, out_dir: Path) -> tuple[list[Path], dict[str, float]]:
-    """The repository's rule files with every for:/keep_firing_for: divided by TIME_SCALE.
-
-    Returns the files and, per alert name, the longest scaled ``for:`` in seconds.
-    """
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fors: dict[str, float] = {}
-    files = []
-    for source in sorted((repo_root / "prometheus" / "rules").glob("*.yml")):
-        doc = yaml.safe_load(source.read_text())
-        for group in doc["groups"]:
-            for rule in group["rules"]:
-                for key in ("for", "keep_firing_for"):
-                    if key in rule:
-                        rule[key] = scaled(rule[key])
-                if "alert" in rule:
-                    seconds = parse_duration(rule.get("for", "0s"))
-                    fors[rule["alert"]] = max(fors.get(rule["alert"], 0.0), seconds)
-        target = out_dir / source.name
-        target.write_text(yaml.safe_dump(doc, sort_keys=False))
-        files.append(target)
-    return files, fors
-
-
-@dataclass
-class Prometheus:
-    process: subprocess.Popen[bytes]
-    url: str
-    log_path: Path
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            body = json.load(resp)
-        assert body["status"] == "success", body
-        return list(body["data"]["result"])
-
-    def stop(self) -> None:
-        stop_process(self.process, timeout=15)
-
-
-def start_prometheus(
+def start_single_prometheus(
     workdir: Path, rule_files: list[Path], exporter_port: int, am_url: str
 ) -> Prometheus:
-    binary = require_binary("prometheus")
+    """One Prometheus for one shop, as prometheus/prometheus.yml, at the test's intervals."""
     am_host = urllib.parse.urlparse(am_url).netloc
     config = {
         "global": {
@@ -126,42 +82,12 @@ def start_prometheus(
         "scrape_configs": [
             {
                 "job_name": "customer_sync_exporter",
-                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}],
+                "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"],
+                                    "labels": {"shop": SHOP}}],
             }
         ],
     }
-    path = workdir / "prometheus.yml"
-    path.write_text(yaml.safe_dump(config))
-    check = subprocess.run(
-        [require_binary("promtool"), "check", "config", str(path)], capture_output=True, text=True
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
-    port = free_port()
-    log_path = workdir / "prometheus.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, f"--config.file={path}", f"--storage.tsdb.path={workdir / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    prom = Prometheus(process, f"http://127.0.0.1:{port}", log_path)
-    wait_ready("prometheus", f"{prom.url}/-/ready", process, log_path, timeout=30,
-               on_timeout=prom.stop)
-    return prom
-
-
-def insert_rows(dsn: str, n: int, operation_type: str, status: str, error: str = "") -> None:
-    """Sync-log rows shaped like the 1C import's (DATA.md 3.1): session set, fresh uuid each."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(
-            """
-            INSERT INTO common_customersynclog (onec_id, operation_type, status, error_message,
-                details, created_at, session, correlation_id, updated_at, user_agent)
-            SELECT '', %s, %s, %s, '{}'::jsonb, now(), '42', gen_random_uuid(), now(), ''
-            FROM generate_series(1, %s)
-            """,
-            (operation_type, status, error, n),
-        )
+    return start_prometheus("single", workdir, config)
 
 
 @dataclass
@@ -181,8 +107,8 @@ class Stack:
     def budget(self, alertname: str) -> float:
         """Worst case fault -> delivery with the test's intervals (the runbook's sum)."""
         return (
-            SCRAPE_INTERVAL + SCRAPE_TIMEOUT + EVAL_INTERVAL + self.fors[alertname] + GROUP_WAIT
-            + SEND_MARGIN
+            SCRAPE_INTERVAL + SCRAPE_TIMEOUT + EVAL_INTERVAL + self.fors[alertname] / TIME_SCALE
+            + GROUP_WAIT + SEND_MARGIN
         )  # fmt: skip
 
     def debug(self) -> str:
@@ -222,8 +148,8 @@ def stack(db_dsn: str, repo_root: Path, tmp_path: Path) -> Iterator[Stack]:
     am = start_alertmanager(
         repo_root, tmp_path / "am", sink, group_wait=f"{GROUP_WAIT:g}s", group_interval="2s"
     )
-    rules, fors = scaled_rules(repo_root, tmp_path / "rules")
-    prometheus = start_prometheus(tmp_path, rules, exporter.port, am.url)
+    rules, fors = scaled_rules(tmp_path / "rules")
+    prometheus = start_single_prometheus(tmp_path / "prometheus", rules, exporter.port, am.url)
     s = Stack(db_dsn, onec, exporter, prometheus, am, sink, fors)
     try:
         # healthy first: the target is up and the exporter's series are in Prometheus
@@ -311,12 +237,13 @@ def test_faults_reach_webhook_and_telegram_and_resolve(stack: Stack) -> None:
     )  # fmt: skip
     assert alert["labels"] == {
         "alertname": "CustomerSyncOneCDown", "severity": "critical",
-        "instance": instance, "job": "customer_sync_exporter",
+        "instance": instance, "job": "customer_sync_exporter", "shop": SHOP,
     }  # fmt: skip
     assert alert["annotations"] == {
         "summary": "The 1C HTTP service does not answer as expected.",
         "description": (
-            f"The 1C probe of {instance} has failed for 2 minutes (customer_sync_onec_up = 0, "
+            f"Shop {SHOP}: the 1C probe of {instance} has failed for 2 minutes "
+            "(customer_sync_onec_up = 0, "
             "last HTTP status 0; 0 means no HTTP answer at all). Customer exchange with 1C is "
             "impossible while it lasts."
         ),
@@ -352,7 +279,8 @@ def test_faults_reach_webhook_and_telegram_and_resolve(stack: Stack) -> None:
     # The 540 older rows were read at start-up, before the first sample: every row counted in
     # the last 5 minutes is one of the 60 failures.
     assert ratio["annotations"]["description"] == (
-        f"100% of the customer sync operations recorded by {instance} in the last 5 minutes "
+        f"Shop {SHOP}: 100% of the customer sync operations recorded by {instance} in the "
+        "last 5 minutes "
         "have status failed or error (critical threshold 20 %)."
     )
     # More than 50 failures in the hour: a ticket (webhook only), with the exact count.
@@ -376,7 +304,8 @@ def test_faults_reach_webhook_and_telegram_and_resolve(stack: Stack) -> None:
     failed_ops = ticket()
     assert failed_ops is not None and failed_ops["labels"]["severity"] == "warning"
     assert failed_ops["annotations"]["description"] == (
-        f"{truth} customer sync operations recorded by {instance} failed in the last hour "
+        f"Shop {SHOP}: {truth} customer sync operations recorded by {instance} failed in the "
+        "last hour "
         "(threshold 50)."
     )
     assert not any("CustomerSyncFailedOperationsHigh" in m.text for m in sink.telegram)

@@ -2,8 +2,9 @@
 
 promtool (Debian's 2.42) does the evaluating; this module runs it and also proves the unit tests
 cover every alert both ways (fires / must not fire), every recording rule, and that each alert
-carries what an on-call person needs (severity, summary, description with the value, a
-runbook_url whose section exists, a `for:`).
+carries what an on-call person needs (severity, summary, a description that names the shop and
+prints the value, a runbook_url whose section exists, a `for:`). The rule files are generated
+from mixin/config.yml (tests/mixin/ checks they are current); the thresholds are only there.
 """
 
 from __future__ import annotations
@@ -17,13 +18,16 @@ from typing import Any
 import pytest
 import yaml
 
+from mixin.build import outputs
+from mixin.config import load as load_mixin_config
 from tests.conftest import require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "prometheus" / "rules"
-ALERTS_FILE = RULES / "customer_sync.alerts.yml"
-RECORDING_FILE = RULES / "customer_sync.rules.yml"
+RULE_FILES = sorted(RULES.glob("*.yml"))
+TEMPLATES = sorted((ROOT / "mixin" / "rules").glob("*.yml"))
 TESTS = sorted((ROOT / "prometheus" / "tests").glob("*_test.yml"))
+HA_CONFIGS = sorted((ROOT / "prometheus" / "ha").glob("*.yml"))
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/freesport/customer-sync-exporter/blob/main/docs/runbook.md"
 
@@ -32,15 +36,16 @@ def load(path: Path) -> Any:
     return yaml.safe_load(path.read_text())
 
 
+def rules() -> list[dict[str, Any]]:
+    return [r for f in RULE_FILES for g in load(f)["groups"] for r in g["rules"]]
+
+
 def alert_rules() -> list[dict[str, Any]]:
-    return [r for g in load(ALERTS_FILE)["groups"] for r in g["rules"] if "alert" in r]
+    return [r for r in rules() if "alert" in r]
 
 
 def recording_rules() -> list[dict[str, Any]]:
-    return [
-        r for f in (RECORDING_FILE, ALERTS_FILE) for g in load(f)["groups"] for r in g["rules"]
-        if "record" in r
-    ]  # fmt: skip
+    return [r for r in rules() if "record" in r]
 
 
 def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -53,16 +58,25 @@ def promtool(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_promtool_check_rules_is_clean() -> None:
-    result = promtool("check", "rules", str(RECORDING_FILE), str(ALERTS_FILE))
+    assert {p.name for p in RULE_FILES} >= {
+        "customer_sync.alerts.yml", "customer_sync.rules.yml", "customer_sync.slo.yml"}
+    result = promtool("check", "rules", *map(str, RULE_FILES))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout  # recording
-    assert f"SUCCESS: {len(alert_rules()) + 1} rules found" in result.stdout  # + the parameter
+    for path in RULE_FILES:
+        count = sum(len(g["rules"]) for g in load(path)["groups"])
+        assert f"Checking {path}\n  SUCCESS: {count} rules found" in result.stdout
 
 
-def test_promtool_check_config_is_clean() -> None:
-    result = promtool("check", "config", str(ROOT / "prometheus" / "prometheus.yml"))
+@pytest.mark.parametrize(
+    "config", [ROOT / "prometheus" / "prometheus.yml", *HA_CONFIGS],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)  # fmt: skip
+def test_promtool_check_config_is_clean(config: Path) -> None:
+    result = promtool("check", "config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 2 rule files found" in result.stdout
+    rule_files = load(config).get("rule_files", [])
+    if rule_files:  # every replica loads every rule file
+        assert f"SUCCESS: {len(RULE_FILES)} rule files found" in result.stdout
 
 
 @pytest.mark.parametrize("test_file", TESTS, ids=[t.name for t in TESTS])
@@ -72,19 +86,38 @@ def test_promtool_unit_tests_pass(test_file: Path) -> None:
     assert "SUCCESS" in result.stdout
 
 
-def test_unit_tests_fail_when_a_threshold_moves(tmp_path: Path) -> None:
-    """The unit tests pin the story's thresholds: a changed 10 % makes them fail."""
-    rules = tmp_path / "rules"
-    tests = tmp_path / "tests"
-    shutil.copytree(RULES, rules)
-    shutil.copytree(ROOT / "prometheus" / "tests", tests)
-    alerts = rules / ALERTS_FILE.name
-    text = alerts.read_text()
-    assert text.count(") > 0.10  # THRESHOLD (story: 10 %)") == 1
-    alerts.write_text(text.replace(") > 0.10  # THRESHOLD", ") > 0.16  # THRESHOLD"))
-    result = promtool("test", "rules", str(tests / "customer_sync.alerts_test.yml"))
-    assert result.returncode != 0
-    assert "CustomerSyncErrorRatioHigh" in result.stdout + result.stderr
+def _rules_generated_with(tmp_path: Path, **changes: Any) -> Path:
+    """prometheus/ in tmp_path: the unit tests, and rules generated from a changed config."""
+    config = load_mixin_config()
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        part = getattr(config, section).model_copy(update={key: value})
+        config = config.model_copy(update={section: part})
+    shutil.copytree(ROOT / "prometheus" / "tests", tmp_path / "prometheus" / "tests")
+    for path, text in outputs(config, tmp_path).items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return tmp_path / "prometheus"
+
+
+@pytest.mark.parametrize(
+    ("change", "test_file", "alert"),
+    [
+        ({"thresholds__error_ratio_1h": 0.16}, "customer_sync.alerts_test.yml", "CustomerSyncErrorRatioHigh"),
+        ({"thresholds__queue_items": 1200}, "customer_sync.alerts_test.yml", "CustomerSyncQueueBacklog"),
+        ({"slo__target": 0.995}, "customer_sync.slo_test.yml", "CustomerSyncErrorBudgetBurn"),
+    ],
+)  # fmt: skip
+def test_unit_tests_fail_when_a_configured_threshold_moves(
+    tmp_path: Path, change: dict[str, Any], test_file: str, alert: str
+) -> None:
+    """A number changed in mixin/config.yml reaches the rules, and the unit tests catch it."""
+    prometheus = _rules_generated_with(tmp_path, **change)
+    same = promtool("test", "rules", str(prometheus / "tests" / test_file))
+    unchanged = _rules_generated_with(tmp_path / "same")
+    assert promtool("test", "rules", str(unchanged / "tests" / test_file)).returncode == 0
+    assert same.returncode != 0
+    assert alert in same.stdout + same.stderr
 
 
 # --- coverage of the unit tests ---------------------------------------------------------------
@@ -113,7 +146,7 @@ def test_every_alert_level_has_a_firing_and_a_silent_case(name: str, severity: s
     assert firing, f"no test where {name} ({severity}) fires"
     for a in firing:
         assert set(a["exp_annotations"]) == {"summary", "description", "runbook_url"}
-        assert {"severity", "instance"} <= set(a["exp_labels"]) or name.endswith("Absent")
+        assert {"severity", "shop"} <= set(a["exp_labels"]) or name.endswith("Absent")
     silent = [
         c for c in cases
         if not any(a["exp_labels"].get("severity") == severity for a in c.get("exp_alerts") or [])
@@ -122,17 +155,18 @@ def test_every_alert_level_has_a_firing_and_a_silent_case(name: str, severity: s
 
 
 def test_every_recording_rule_is_unit_tested() -> None:
-    tested = {
+    tested = [
         case["expr"]
         for path in TESTS
         for test in load(path)["tests"]
         for case in test.get("promql_expr_test", [])
-    }
+    ]
     for rule in recording_rules():
         if rule["record"] == "customer_sync:customers_import_interval:seconds":
             # a constant; the stale-import tests read it through the alert description
             continue
-        assert rule["record"] in tested, f"{rule['record']} has no promql_expr_test"
+        name = re.compile(rf"(?<![\w:]){re.escape(rule['record'])}(?![\w:])")
+        assert any(name.search(expr) for expr in tested), f"{rule['record']} has no promql_expr_test"
 
 
 def normalise(expr: str) -> str:
@@ -143,9 +177,9 @@ def normalise(expr: str) -> str:
 @pytest.mark.parametrize(
     ("record", "alert", "threshold"),
     [
-        ("instance:customer_sync_operations_errors:ratio_rate1h", "CustomerSyncErrorRatioHigh", "0.10"),
-        ("instance:customer_sync_operations_errors:ratio_rate5m", "CustomerSyncErrorRatioHigh", "0.20"),
-        ("instance:customer_sync_postgres_connections:usage_ratio", "CustomerSyncPostgresConnectionsHigh", "0.80"),
+        ("instance:customer_sync_operations_errors:ratio_rate1h", "CustomerSyncErrorRatioHigh", "0.1"),
+        ("instance:customer_sync_operations_errors:ratio_rate5m", "CustomerSyncErrorRatioHigh", "0.2"),
+        ("instance:customer_sync_postgres_connections:usage_ratio", "CustomerSyncPostgresConnectionsHigh", "0.8"),
         ("instance:customer_sync_postgres_connections:usage_ratio", "CustomerSyncPostgresConnectionsHigh", "0.95"),
     ],
 )  # fmt: skip
@@ -182,9 +216,12 @@ def test_alert_carries_severity_summary_value_runbook_and_for(rule: dict[str, An
     annotations = rule["annotations"]
     assert annotations["summary"].endswith(".")
     assert "{{" not in annotations["summary"], "summary heads a grouped message: keep it static"
-    if not rule["alert"].endswith("Absent"):  # absent() is always 1: nothing to print
+    if not rule["alert"].endswith("Absent"):  # absent() is always 1 and has no shop
         assert "$value" in annotations["description"]
-    assert "$labels.instance" in annotations["description"] or rule["alert"].endswith("Absent")
+        # a page names the shop first, so Telegram's cut description still says which one
+        assert annotations["description"].startswith("Shop {{ $labels.shop }}: ")
+        if "by (job, shop)" not in rule["expr"] and "shop:" not in rule["expr"]:
+            assert "$labels.instance" in annotations["description"]
     url = annotations["runbook_url"]
     base, _, anchor = url.partition("#")
     assert base == RUNBOOK_URL
@@ -206,8 +243,32 @@ def test_critical_alerts_fire_within_three_minutes_of_the_condition() -> None:
         assert rule["for"] in {"1m", "2m", "3m"}, rule["alert"]
 
 
-def test_thresholds_are_marked_where_they_live() -> None:
-    text = ALERTS_FILE.read_text()
-    for threshold in ("> 0.10", "> 0.20", "> 50", "> 2 ", "> 0.80", "> 0.95", "> 1000", "> 0.90"):
-        lines = [line for line in text.splitlines() if threshold in line]
-        assert lines and all("# THRESHOLD" in line for line in lines), threshold
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda p: p.name)
+def test_thresholds_live_only_in_the_config(template: Path) -> None:
+    """No alert compares against a literal number: it is a ${...} from mixin/config.yml.
+
+    The exceptions are structural: == 0 / > 0 / < 0 (down, any failure, growing, full) and the
+    "two scheduled runs" of the import schedule.
+    """
+    for rule in (r for g in yaml.safe_load(template.read_text())["groups"] for r in g["rules"]):
+        if "alert" not in rule:
+            continue
+        for match in re.finditer(r"(?<![=!<>])(==|>=|<=|>|<)\s*(\d[\d.]*)(\s*\*\s*scalar)?",
+                                 rule["expr"]):
+            literal = match.group(2)
+            assert literal == "0" or (literal == "2" and match.group(3)), (
+                f"{template.name}: {rule['alert']}: literal threshold {match.group(0)!r}")
+
+
+def test_every_selector_is_the_configured_one() -> None:
+    """Rules read only the series of mixin/config.yml's selector (mixin convention), so a
+    second exporter job on the same Prometheus is never mixed in."""
+    selector = load_mixin_config().selector
+    for rule in rules():
+        expr = str(rule["expr"])
+        if rule.get("record") == "customer_sync:customers_import_interval:seconds":
+            continue
+        selections = re.findall(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{([^{}]*)\}", expr)
+        assert selections, rule
+        for _name, matchers in selections:
+            assert matchers.startswith(selector), (rule.get("alert") or rule["record"], matchers)
