@@ -29,9 +29,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.demo.alertsink import AlertSink, telegram_visible_text
 from exporter.demo.onec import Mode
 from exporter.demo.postgres import EmbeddedPostgres
-from tests.alert_receivers import AlertSink, telegram_visible_text
 from tests.conftest import require_binary
 from tests.e2e.topology import (
     PEER_TIMEOUT,
