@@ -87,6 +87,10 @@ def notes(c: TLSServerConfig) -> list[str]:
         out.append(f"tls_server_config: {_auth(c)} without client_ca_file: client certificates "
                    "are verified against the system's CA store, so any public CA can vouch for "
                    "a client (as in the toolkit)")
+    if TLS_VERSIONS[c.min_version] < ssl.TLSVersion.TLSv1_2 and ssl.OPENSSL_VERSION_INFO >= (3,):
+        out.append(f"tls_server_config.min_version {c.min_version}: TLS 1.0 and 1.1 clients are "
+                   f"still refused: {ssl.OPENSSL_VERSION} disallows their SHA-1 handshake "
+                   "signatures at its default security level (TLS 1.2 and 1.3 are served)")
     return out
 
 

@@ -8,6 +8,7 @@ ones and ones from a foreign CA.
 from __future__ import annotations
 
 import ssl
+import warnings
 from typing import Any
 
 import pytest
@@ -271,3 +272,19 @@ def test_a_curve_this_openssl_lacks_is_refused_by_name(pki: PKI) -> None:
                    "OpenSSL" in e for e in errors), errors
     else:  # OpenSSL 3.5 or later: it loads
         load_web_config(write(pki.dir, text))
+
+
+def test_tls10_min_version_loads_and_says_old_clients_stay_refused(start: Any, pki: PKI) -> None:
+    with capture_logs() as logs:
+        s = start(TLS + "  min_version: TLS10\n")
+    assert any("TLS 1.0 and 1.1 clients are still refused" in e["event"] for e in logs)
+    old = client_context(pki)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")  # the client could speak TLS 1.1; the server cannot
+    assert refused(s.port, old)
+    tls12 = client_context(pki)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    assert https_get(s.port, tls12).version == "TLSv1.2"
