@@ -7,6 +7,7 @@ toolkit does not have), validates it (:mod:`.schema`), then builds TLS (:mod:`.t
 
 from __future__ import annotations
 
+import functools
 import secrets
 import ssl
 from collections.abc import Iterable
@@ -122,5 +123,12 @@ def _dummy_hash(hashes: Iterable[bytes]) -> bytes:
 
     Matching the cost matters: a cheaper dummy would make unknown names answer faster.
     """
-    cost = max(int(h.split(b"$")[2]) for h in hashes)
+    return _dummy_at(max(int(h.split(b"$")[2]) for h in hashes))
+
+
+@functools.cache
+def _dummy_at(cost: int) -> bytes:
+    """Made once per cost for the process: a reload (under the source's lock, while requests
+    wait) must not pay for it again; a cost-18 hash, which the toolkit's fixtures use, takes
+    seconds."""
     return bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))

@@ -94,3 +94,11 @@ def test_an_empty_file_is_plain_http_with_no_limits(tmp_path: Path, text: str) -
     settings = load_web_config(write(tmp_path, text))
     assert (settings.tls, settings.users, settings.headers, settings.rate_limit) == (
         None, {}, (), None)
+
+
+def test_the_unknown_user_hash_is_made_once_per_cost(tmp_path: Path) -> None:
+    path = write(tmp_path, f"basic_auth_users:\n  alice: {bcrypt_hash('a', 5)}\n"
+                           f"  bob: {bcrypt_hash('b', 6)}\n")
+    first, again = load_web_config(path), load_web_config(path)
+    assert first.dummy_hash is not None and first.dummy_hash.startswith(b"$2b$06$")  # the highest
+    assert again.dummy_hash is first.dummy_hash  # a reload does not pay for it again
