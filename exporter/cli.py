@@ -124,7 +124,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 1
     from exporter.reload import ConfigWatcher
     from exporter.service import Exporter, Signals  # heavy: only for a valid config
-    from exporter.webconfig import WebConfigError
+    from exporter.web import WebConfigError
 
     signals = Signals()  # before start: a SIGTERM during start-up still exits cleanly
     try:

@@ -26,7 +26,7 @@ import structlog
 from exporter import __version__
 from exporter.collector import Deadline
 from exporter.scrape import Scraper
-from exporter.webconfig import (
+from exporter.web import (
     CLIENT_CERT_OK,
     HANDSHAKE_TIMEOUT_SECONDS,
     WebConfigGate,

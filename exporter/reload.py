@@ -20,7 +20,8 @@ from pathlib import Path
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.config import MAX_FILE_BYTES, Config, ConfigError, load_config
+from exporter.config import Config, ConfigError, load_config
+from exporter.yaml_located import MAX_FILE_BYTES
 
 log = structlog.get_logger(__name__)
 
@@ -28,23 +29,29 @@ CHECK_INTERVAL_SECONDS = 2.0
 
 
 class ReloadStatus:
-    """What the last reload attempt did, as metrics."""
+    """What the last reload attempt of one file did, as metrics: ``what`` names the file in the
+    metric names (``config``, ``web_config``) and, with spaces, in their help."""
 
-    def __init__(self) -> None:
+    def __init__(self, what: str = "config") -> None:
+        self.what = what
         self.successful = True
         self.last_success = time.time()
+
+    @property
+    def _noun(self) -> str:
+        return self.what.replace("_", " ")
 
     def families(self) -> list[Metric]:
         return [
             GaugeMetricFamily(
-                "customer_sync_exporter_config_last_reload_successful",
-                "1 if the last attempt to load the config file succeeded (0: the previous config "
-                "is still serving; the log says why).",
+                f"customer_sync_exporter_{self.what}_last_reload_successful",
+                f"1 if the last attempt to load the {self._noun} file succeeded (0: the "
+                f"previous {self._noun} is still serving; the log says why).",
                 value=1.0 if self.successful else 0.0,
             ),
             GaugeMetricFamily(
-                "customer_sync_exporter_config_last_reload_success_timestamp_seconds",
-                "Unix time the running config was loaded.",
+                f"customer_sync_exporter_{self.what}_last_reload_success_timestamp_seconds",
+                f"Unix time the running {self._noun} was loaded.",
                 value=self.last_success,
             ),
         ]

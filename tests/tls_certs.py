@@ -1,6 +1,7 @@
 """Real X.509 certificates made on the spot for TLS tests: CAs, server and client certificates.
 
-EC P-256 keys, so making a handful per test costs milliseconds.
+EC P-256 keys, so making a handful per test costs milliseconds; an RSA leaf on request (``rsa``),
+for the TLS 1.2 suites that need one (``TLS_ECDHE_RSA_*``, ``TLS_RSA_*``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -22,7 +23,7 @@ class Issued:
     """A certificate with its private key (PEM), and the key object to sign with if it is a CA."""
 
     cert: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
     @property
     def cert_pem(self) -> str:
@@ -99,13 +100,16 @@ def issue(
     client: bool = False,
     sans: tuple[str, ...] = ("localhost", "127.0.0.1"),
     expired: bool = False,
+    rsa_key: bool = False,
 ) -> Issued:
     """A leaf signed by ``ca``: a server certificate, or a client one with ``client=True``.
 
     ``sans`` entries that parse as IP addresses become IP SANs, ``x@y`` e-mail, ``scheme://``
-    URIs, anything else DNS names.
+    URIs, anything else DNS names. ``rsa_key`` gives it a 2048-bit RSA key instead of P-256.
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = (
+        rsa.generate_private_key(65537, 2048) if rsa_key else ec.generate_private_key(ec.SECP256R1())
+    )
     start, end = _validity(expired)
     names: list[x509.GeneralName] = []
     for san in sans:
