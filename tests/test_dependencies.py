@@ -24,7 +24,7 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
 PROJECT = PYPROJECT["project"]
-LOCAL = {"exporter", "collectors", "tests", "bench", "grafana"}
+LOCAL = {"exporter", "collectors", "tests", "bench", "grafana", "mixin"}
 
 # Declared but never imported: run as commands or loaded by pytest. Each names a file that
 # uses it, and that file must mention it.
@@ -97,7 +97,7 @@ def distributions_of(modules: dict[str, list[str]]) -> dict[str, set[str]]:
 
 RUNTIME_CODE = third_party(python_files("exporter", "collectors", exclude="exporter/demo"))
 DEMO_CODE = third_party(python_files("exporter/demo"))
-DEV_CODE = third_party(python_files("tests", "bench", "grafana"))
+DEV_CODE = third_party(python_files("tests", "bench", "mixin"))
 
 
 def undeclared(modules: dict[str, list[str]], allowed: set[str]) -> dict[str, list[str]]:
