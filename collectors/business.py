@@ -24,7 +24,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from psycopg import sql
 
-from collectors.logtail import USABLE_TS, Group, LabelSet, LogSubscriber
+from collectors.labels import LabelSet
+from collectors.logrows import Group, LogSubscriber
+from collectors.logsql import usable_ts
 from collectors.synclog import SyncLogCollector
 from collectors.windows import Row, WindowConsumer
 from exporter.collector import CollectorError, Deadline
@@ -175,7 +177,7 @@ class BusinessCollector:
         ).format(users)
         self.recent_users_query = sql.SQL(
             "SELECT created_in_1c, (extract(epoch FROM created_at) * 1000000)::int8 FROM {}"
-            " WHERE created_at > %(since)s AND " + USABLE_TS.format(c="created_at")
+            " WHERE created_at > %(since)s AND " + usable_ts("created_at")
         ).format(users)
         self.user_rows: list[tuple[Any, ...]] = []
         self.export_oldest_query = sql.SQL(

@@ -20,18 +20,10 @@ from prometheus_client.core import (
 )
 from sortedcontainers import SortedList
 
-from collectors.logtail import (
-    MAX_LABEL_LENGTH,
-    OPERATION_TYPES,
-    STATUSES,
-    UNUSABLE_REASONS,
-    Group,
-    LabelSet,
-    LogSubscriber,
-    LogTail,
-    unpack,
-)
-from collectors.windows import Row, SlidingWindows, WindowConsumer
+from collectors.labels import MAX_LABEL_LENGTH, LabelSet
+from collectors.logrows import OPERATION_TYPES, STATUSES, UNUSABLE_REASONS, Group, LogSubscriber
+from collectors.logtail import LogTail
+from collectors.windows import Row, SlidingWindows, WindowConsumer, unpack
 from exporter.collector import CollectorError, Deadline
 from exporter.config import SyncLogConfig
 from exporter.db import Database

@@ -12,7 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from collectors.logtail import OPERATION_TYPES, STATUSES
+from collectors.logrows import OPERATION_TYPES, STATUSES
 from collectors.synclog import SyncLogCollector, bucket_thresholds_ms, percentile_cont
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, SyncLogConfig
