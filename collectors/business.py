@@ -18,7 +18,6 @@ import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,10 +25,10 @@ from psycopg import sql
 
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber
-from collectors.logsql import usable_ts
-from collectors.synclog import SyncLogCollector
+from collectors.logsql import epoch_us, from_epoch_us, usable_ts
+from collectors.synclog_source import SyncLogSource
 from collectors.windows import Row, WindowConsumer
-from exporter.collector import CollectorError, Deadline
+from exporter.collector import Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database
 
@@ -145,23 +144,25 @@ def _ident(table: str) -> sql.Identifier:
 
 
 class BusinessCollector:
+    """The ``business`` collector: what the sync achieved, from the sync log and three tables.
+
+    The log's numbers come from the shared source (read once with the synclog collector, O(new
+    rows) a scrape); ``users`` and ``common_syncconflict`` are recounted only when PostgreSQL's
+    table statistics say they changed, ``import_sessions`` (small) on every scrape.
+    """
+
     name = "business"
 
-    def __init__(
-        self,
-        db: Database,
-        config: BusinessConfig,
-        synclog: SyncLogCollector,
-    ) -> None:
-        """Shares ``synclog``'s tail, windows and time source, so both agree on every row."""
+    def __init__(self, db: Database, config: BusinessConfig, *, source: SyncLogSource) -> None:
+        """``source`` gives the log's rows, windows and time; the collector detaches from it on
+        :meth:`close`."""
         self.db = db
-        self.config = config
-        self.synclog = synclog
-        self.counters = BusinessCounters(synclog.statuses, synclog.ops)
+        self.source = source
+        self.counters = BusinessCounters(source.statuses, source.ops)
         self.customers = DistinctCustomers(
-            len(synclog.windows), lambda: synclog.statuses.code("success")
+            len(source.windows), lambda: source.statuses.code("success")
         )
-        synclog.attach(self.counters, self.customers)
+        source.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
         self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE)
         self.conflicts_query = sql.SQL(
@@ -176,13 +177,12 @@ class BusinessCollector:
             " count(*) FILTER (WHERE needs_1c_export AND is_active) FROM {} GROUP BY 1, 2"
         ).format(users)
         self.recent_users_query = sql.SQL(
-            "SELECT created_in_1c, (extract(epoch FROM created_at) * 1000000)::int8 FROM {}"
-            " WHERE created_at > %(since)s AND " + usable_ts("created_at")
+            f"SELECT created_in_1c, {epoch_us('created_at')} FROM {{}}"
+            f" WHERE created_at > %(since)s AND {usable_ts('created_at')}"
         ).format(users)
         self.user_rows: list[tuple[Any, ...]] = []
         self.export_oldest_query = sql.SQL(
-            "SELECT (extract(epoch FROM min(updated_at)) * 1000000)::int8 FROM {}"
-            " WHERE needs_1c_export AND is_active"
+            f"SELECT {epoch_us('min(updated_at)')} FROM {{}} WHERE needs_1c_export AND is_active"
         ).format(users)
         self.export_oldest_us: int | None = None
         self.created_us: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
@@ -194,7 +194,7 @@ class BusinessCollector:
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         with self.db.connection(deadline) as conn:
-            now = self._now(conn)
+            now = self.source.now_us(conn)
             if self.conflicts_gate.changed(conn):
                 self.conflict_rows = conn.execute(self.conflicts_query).fetchall()
             if self.users_gate.changed(conn):
@@ -206,30 +206,15 @@ class BusinessCollector:
                 self._export_queue_age(now),
                 *self._imports(conn.execute(self.imports_query).fetchall()),
             ]
-        tail = self.synclog.tail
-        try:
-            tail.refresh(deadline)
-        except CollectorError as exc:
-            with tail.lock:
-                partial = tables + (self._from_log() if tail.warm else [])
-            raise CollectorError(exc.reason, exc.message, partial) from None
-        with tail.lock:
-            return tables + self._from_log()
+        return self.source.read(deadline, self._from_log, others=tables)
 
-    def _now(self, conn: Any) -> int:
-        """Now in Unix microseconds, from the same time source as the sync-log windows."""
-        clock_us = self.synclog.tail.clock_us
-        if clock_us is not None:
-            return clock_us()
-        row = conn.execute("SELECT (extract(epoch FROM now()) * 1000000)::int8").fetchone()
-        return int(row[0])
+    def close(self) -> None:
+        self.source.detach(self.counters, self.customers)
 
     def _read_users(self, conn: Any, now_us: int) -> None:
         """Users change rarely: the aggregate and recent creation times are read on change only."""
         self.user_rows = conn.execute(self.users_query).fetchall()
-        since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-            microseconds=now_us - self.synclog.sliding.longest
-        )
+        since = from_epoch_us(now_us - self.source.longest_window_us)
         created: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
         for in_1c, created_us in conn.execute(self.recent_users_query, {"since": since}):
             created["1c_import" if in_1c else "portal"].append(created_us)
@@ -239,14 +224,14 @@ class BusinessCollector:
 
     def _from_log(self) -> list[Metric]:
         c = self.counters
-        statuses = self.synclog.statuses.values
+        statuses = self.source.statuses.values
         conflicts = CounterMetricFamily(
             "customer_sync_conflicts",
             "conflict_resolution rows of the sync log by details.conflict_source (unknown when the "
             "key is absent) and row status.",
             labels=["source", "status"],
         )
-        zero = {(s, self.synclog.statuses.code(st)) for s in CONFLICT_SOURCES
+        zero = {(s, self.source.statuses.code(st)) for s in CONFLICT_SOURCES
                 for st in ("success", "error")}
         for source, status in sorted(zero | set(c.conflicts), key=lambda k: (k[0], k[1])):
             conflicts.add_metric([source, statuses[status]], c.conflicts.get((source, status), 0))
@@ -277,7 +262,7 @@ class BusinessCollector:
             "rows without a customer are not counted.",
             labels=["window"],
         )
-        for i, window in enumerate(self.synclog.windows):
+        for i, window in enumerate(self.source.windows):
             synced.add_metric([window.label], len(self.customers.customers[i]))
         return [conflicts, idents, notes, synced]
 
@@ -334,7 +319,7 @@ class BusinessCollector:
             customers.add_metric([origin, role], n)
         for origin in ORIGINS:
             times = self.created_us[origin]
-            for window in self.synclog.windows:
+            for window in self.source.windows:
                 since = now_us - int(window.seconds * 1_000_000)
                 created.add_metric(
                     [origin, window.label], bisect_right(times, now_us) - bisect_right(times, since)

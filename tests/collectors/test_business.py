@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from collectors.business import BusinessCollector
-from collectors.synclog import SyncLogCollector
+from collectors.synclog_source import SyncLogSource
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import BusinessConfig, DatabaseConfig, SyncLogConfig
 from exporter.db import Database
@@ -42,8 +42,8 @@ pytestmark = pytest.mark.every_pg_major
 def business(exporter_dsn: str) -> Iterator[tuple[BusinessCollector, Clock]]:
     db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
     clock = Clock()
-    synclog = SyncLogCollector(db, SyncLogConfig(), clock=clock)
-    yield BusinessCollector(db, BusinessConfig(), synclog), clock
+    source = SyncLogSource(db, SyncLogConfig(), clock=clock)
+    yield BusinessCollector(db, BusinessConfig(), source=source), clock
     db.close()
 
 
@@ -367,8 +367,8 @@ def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, expor
     locker = psycopg.connect(db_dsn)
     try:
         locker.execute("LOCK TABLE common_customersynclog IN ACCESS EXCLUSIVE MODE")
-        collector = BusinessCollector(db, BusinessConfig(),
-                                      SyncLogCollector(db, SyncLogConfig(), clock=Clock()))
+        collector = BusinessCollector(
+            db, BusinessConfig(), source=SyncLogSource(db, SyncLogConfig(), clock=Clock()))
         with pytest.raises(CollectorError) as failed:
             collector.collect(Deadline.after(3))
         assert failed.value.reason is Reason.TIMEOUT

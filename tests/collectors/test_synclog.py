@@ -13,7 +13,8 @@ import psycopg
 import pytest
 
 from collectors.logrows import OPERATION_TYPES, STATUSES
-from collectors.synclog import SyncLogCollector, bucket_thresholds_ms, percentile_cont
+from collectors.logtail import MAX_GAP_RANGES
+from collectors.synclog import SyncLogCollector, percentile_cont
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, SyncLogConfig
 from exporter.db import Database
@@ -27,6 +28,7 @@ from tests.synclog_rows import (
     insert_users,
     pick,
     samples,
+    synclog_collector,
     ts,
 )
 
@@ -43,10 +45,11 @@ def make_collector(exporter_dsn: str) -> Iterator[Callable[..., SyncLogCollector
     dbs: list[Database] = []
 
     def make(clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic,
-             **config: Any) -> SyncLogCollector:
+             max_gap_ranges: int = MAX_GAP_RANGES, **config: Any) -> SyncLogCollector:
         db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
         dbs.append(db)
-        return SyncLogCollector(db, SyncLogConfig(**config), clock=clock, monotonic=monotonic)
+        return synclog_collector(db, SyncLogConfig(**config), clock=clock, monotonic=monotonic,
+                                 max_gap_ranges=max_gap_ranges)
 
     yield make
     for db in dbs:
@@ -353,7 +356,7 @@ def test_database_outage_loses_and_duplicates_nothing(pg_major: PgMajor) -> None
     try:
         dsn = server.create_database()
         db = Database(DatabaseConfig(dsn=grant_exporter(server, "freesport")))  # type: ignore[arg-type]
-        collector = SyncLogCollector(db, SyncLogConfig(), clock=Clock())
+        collector = synclog_collector(db, clock=Clock())
         with psycopg.connect(dsn, autocommit=True) as c:
             insert_rows(c, [LogRow("created", "success", ts(NOW - 10))] * 5)
         assert sum(pick(scrape(collector), "customer_sync_operations_total").values()) == 5
@@ -391,10 +394,6 @@ def test_percentile_cont_matches_definition() -> None:
     assert percentile_cont(values, 0.5) == 3
     assert percentile_cont(values, 0.95) == pytest.approx(4 + 0.8 * 6)
     assert percentile_cont(SortedList([7]), 0.99) == 7
-
-
-def test_bucket_thresholds_are_whole_milliseconds() -> None:
-    assert bucket_thresholds_ms([0.005, 0.1, 0.29, 0.7, 2.0]) == [5, 100, 290, 700, 2000]
 
 
 def test_ten_concurrent_writers_with_rollbacks_are_counted_exactly(db_dsn: str, conn,
@@ -753,8 +752,8 @@ def test_big_transaction_committed_while_postgres_restarts() -> None:
         dsn = server.create_database()
         db = Database(DatabaseConfig(dsn=dsn))  # type: ignore[arg-type]
         monotonic = Clock(0.0)
-        collector = SyncLogCollector(db, SyncLogConfig(batch_size=1000), clock=Clock(),
-                                     monotonic=monotonic)
+        collector = synclog_collector(db, SyncLogConfig(batch_size=1000), clock=Clock(),
+                                      monotonic=monotonic)
         scrape(collector)
         with psycopg.connect(dsn) as big, psycopg.connect(dsn, autocommit=True) as other:
             for _ in range(10):  # interleaved with another writer's commits
@@ -797,8 +796,7 @@ def test_gap_limit_stops_short_says_so_and_recovers(db_dsn: str, conn, make_coll
     from exporter.http import ExporterApp
     from exporter.scrape import Scraper
 
-    collector = make_collector(Clock())
-    collector.tail.max_gap_ranges = 3
+    collector = make_collector(Clock(), max_gap_ranges=3)
     scrape(collector)
     open_tx = [psycopg.connect(db_dsn) for _ in range(5)]
     try:
@@ -844,8 +842,7 @@ def test_gap_limit_at_startup_stops_the_pass_short(db_dsn: str, conn, make_colle
             aborted.rollback()
     insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
     monotonic = Clock(0.0)
-    collector = make_collector(Clock(), monotonic)
-    collector.tail.max_gap_ranges = 2
+    collector = make_collector(Clock(), monotonic, max_gap_ranges=2)
     with pytest.raises(CollectorError) as stopped:
         scrape(collector)
     assert "gap limit reached" in stopped.value.message
