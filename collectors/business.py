@@ -14,10 +14,11 @@ Ratios (auto-resolution, identification success) are PromQL recording rules, not
 
 from __future__ import annotations
 
+import itertools
 import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,7 +28,7 @@ from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber
 from collectors.logsql import epoch_us, from_epoch_us, usable_ts
 from collectors.synclog_source import SyncLogSource
-from collectors.windows import Row, WindowConsumer
+from collectors.windows import Row, WindowConsumer, unpack
 from exporter.collector import Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database
@@ -45,6 +46,16 @@ IMPORT_TYPES = ("catalog", "variants", "attributes", "images", "stocks", "prices
 IMPORT_STATUSES = ("pending", "started", "in_progress", "completed", "failed")
 LABEL_CAP = 50
 RECOUNT_MAX_AGE = 300.0
+BOOLEANS = ("true", "false")
+
+
+def zero_filled(counts: Mapping[tuple[Any, ...], int],
+                *known: Iterable[Any]) -> list[tuple[tuple[Any, ...], int]]:
+    """``counts`` with a zero for every combination of ``known`` label values it lacks, sorted:
+    a series that is known exists from the first scrape on."""
+    filled = dict.fromkeys(itertools.product(*known), 0)
+    filled.update(counts)
+    return sorted(filled.items())
 
 
 class BusinessCounters(LogSubscriber):
@@ -68,45 +79,47 @@ class BusinessCounters(LogSubscriber):
         for g in groups:
             op = op_name[g.op]
             if op == "conflict_resolution":
-                source = self.sources.values[self.sources.code(g.conflict_source or "unknown")]
+                source = self.sources.canonical(g.conflict_source or "unknown")
                 self.conflicts[(source, g.status)] += g.rows
                 if g.email_sent == "true":
                     self.notifications["sent"] += g.rows
             elif op == "notification_failed":
                 self.notifications["failed"] += g.rows
             elif op == "customer_identification":
-                method = self.methods.values[self.methods.code(g.search_method or "none")]
+                method = self.methods.canonical(g.search_method or "none")
                 found = "true" if g.found == "true" else "false"
                 self.identifications[(method, found)] += g.rows
             elif op == "identify_customer":
                 legacy = g.identification_method
                 method_name = "none" if not legacy or legacy == "not_found" else legacy
-                method = self.methods.values[self.methods.code(method_name)]
+                method = self.methods.canonical(method_name)
                 found = "true" if g.status == success else "false"
                 self.identifications[(method, found)] += g.rows
 
 
 class DistinctCustomers(WindowConsumer):
-    """Per window, how many success rows each customer has (so leaving rows can be undone)."""
+    """Per window, how many success rows each customer has (so leaving rows can be undone).
 
-    def __init__(self, n_windows: int, success_code: Callable[[], int]) -> None:
-        self.n_windows = n_windows
-        self.success_code = success_code
-        self.reset()
+    ``success`` is the status code of success rows."""
+
+    def __init__(self, n_windows: int, success: int) -> None:
+        self.success = success
+        self.customers: list[Counter[int]] = [Counter() for _ in range(n_windows)]
 
     def reset(self) -> None:
-        self.customers: list[Counter[int]] = [Counter() for _ in range(self.n_windows)]
+        for customers in self.customers:
+            customers.clear()
 
     def enter(self, window: int, rows: Sequence[Row]) -> None:
-        success = self.success_code()
         self.customers[window].update(
-            r[3] for r in rows if r[3] >= 0 and r[1] & 0xFFFF == success
+            customer for _, code, _, customer in rows
+            if customer >= 0 and unpack(code)[1] == self.success
         )
 
     def leave(self, window: int, rows: Sequence[Row]) -> None:
-        success, customers = self.success_code(), self.customers[window]
+        success, customers = self.success, self.customers[window]
         for _, code, _, customer in rows:
-            if customer >= 0 and code & 0xFFFF == success:
+            if customer >= 0 and unpack(code)[1] == success:
                 customers[customer] -= 1
                 if not customers[customer]:
                     del customers[customer]
@@ -159,9 +172,7 @@ class BusinessCollector:
         self.db = db
         self.source = source
         self.counters = BusinessCounters(source.statuses, source.ops)
-        self.customers = DistinctCustomers(
-            len(source.windows), lambda: source.statuses.code("success")
-        )
+        self.customers = DistinctCustomers(len(source.windows), source.statuses.code("success"))
         source.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
         self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE)
@@ -223,18 +234,16 @@ class BusinessCollector:
         self.created_us = created
 
     def _from_log(self) -> list[Metric]:
-        c = self.counters
-        statuses = self.source.statuses.values
+        c, statuses = self.counters, self.source.statuses
         conflicts = CounterMetricFamily(
             "customer_sync_conflicts",
             "conflict_resolution rows of the sync log by details.conflict_source (unknown when the "
             "key is absent) and row status.",
             labels=["source", "status"],
         )
-        zero = {(s, self.source.statuses.code(st)) for s in CONFLICT_SOURCES
-                for st in ("success", "error")}
-        for source, status in sorted(zero | set(c.conflicts), key=lambda k: (k[0], k[1])):
-            conflicts.add_metric([source, statuses[status]], c.conflicts.get((source, status), 0))
+        known_statuses = [statuses.code("success"), statuses.code("error")]
+        for (source, status), n in zero_filled(c.conflicts, CONFLICT_SOURCES, known_statuses):
+            conflicts.add_metric([source, statuses.values[status]], n)
         idents = CounterMetricFamily(
             "customer_sync_identifications",
             "Customer identifications: customer_identification rows by details.search_method "
@@ -243,9 +252,8 @@ class BusinessCollector:
             labels=["method", "found"],
         )
         methods = set(IDENTIFICATION_METHODS) | {m for m, _ in c.identifications}
-        for method in sorted(methods):
-            for found in ("true", "false"):
-                idents.add_metric([method, found], c.identifications.get((method, found), 0))
+        for key, n in zero_filled(c.identifications, methods, BOOLEANS):
+            idents.add_metric(list(key), n)
         notes = CounterMetricFamily(
             "customer_sync_admin_notifications",
             "Conflict e-mails to the admin: sent = conflict_resolution rows with "
@@ -278,14 +286,9 @@ class BusinessCollector:
                                                                           LABEL_CAP)
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
         for ctype, strategy, resolved, n in rows:
-            key = (types.values[types.code(ctype)], strategies.values[strategies.code(strategy)],
-                   "true" if resolved else "false")
-            counts[key] += n
-        for t in CONFLICT_TYPES:
-            for s in RESOLUTION_STRATEGIES:
-                for r in ("true", "false"):
-                    counts.setdefault((t, s, r), 0)
-        for key, n in sorted(counts.items()):
+            counts[(types.canonical(ctype), strategies.canonical(strategy),
+                    "true" if resolved else "false")] += n
+        for key, n in zero_filled(counts, CONFLICT_TYPES, RESOLUTION_STRATEGIES, BOOLEANS):
             family.add_metric(list(key), n)
         return [family]
 
@@ -310,13 +313,10 @@ class BusinessCollector:
         waiting = 0
         for in_1c, role, n, export in self.user_rows:
             origin = "1c_import" if in_1c else "portal"
-            by_role[(origin, self.roles.values[self.roles.code(role)])] += n
+            by_role[(origin, self.roles.canonical(role))] += n
             waiting += export
-        for origin in ORIGINS:
-            for role in ROLES:
-                by_role.setdefault((origin, role), 0)
-        for (origin, role), n in sorted(by_role.items()):
-            customers.add_metric([origin, role], n)
+        for key, n in zero_filled(by_role, ORIGINS, ROLES):
+            customers.add_metric(list(key), n)
         for origin in ORIGINS:
             times = self.created_us[origin]
             for window in self.source.windows:
@@ -364,14 +364,11 @@ class BusinessCollector:
         counts: dict[tuple[str, str], int] = defaultdict(int)
         newest: dict[tuple[str, str], float] = {}
         for itype, status, n, last in rows:
-            key = (types.values[types.code(itype)], statuses.values[statuses.code(status)])
+            key = (types.canonical(itype), statuses.canonical(status))
             counts[key] += n
             if last is not None:
                 newest[key] = max(newest.get(key, 0.0), last)
-        for t in IMPORT_TYPES:
-            for s in IMPORT_STATUSES:
-                counts.setdefault((t, s), 0)
-        for key, n in sorted(counts.items()):
+        for key, n in zero_filled(counts, IMPORT_TYPES, IMPORT_STATUSES):
             sessions.add_metric(list(key), n)
         for key, ts in sorted(newest.items()):
             finished.add_metric(list(key), ts)

@@ -23,7 +23,7 @@ from sortedcontainers import SortedList
 from collectors.labels import MAX_LABEL_LENGTH
 from collectors.logrows import UNUSABLE_REASONS, Group, LogSubscriber
 from collectors.synclog_source import SyncLogSource
-from collectors.windows import Row, WindowConsumer, unpack
+from collectors.windows import Row, WindowConsumer, pack, unpack
 from exporter.collector import Deadline
 from exporter.config import SyncLogConfig
 
@@ -86,12 +86,8 @@ class SyncWindowStats(WindowConsumer):
         counts = self.counts[window]
         for code, n in Counter(r[1] for r in rows).items():
             counts[code] += n
-        by_op: dict[int, list[int]] = defaultdict(list)
-        for _, code, dur, _ in rows:
-            if dur >= 0:
-                by_op[code >> 16].append(dur)
         durations, sums = self.durations[window], self.duration_sums[window]
-        for op, values in by_op.items():
+        for op, values in _durations_by_op(rows).items():
             if op not in durations:
                 durations[op] = SortedList()
             durations[op].update(values)
@@ -99,13 +95,25 @@ class SyncWindowStats(WindowConsumer):
 
     def leave(self, window: int, rows: Sequence[Row]) -> None:
         counts = self.counts[window]
+        for code, n in Counter(r[1] for r in rows).items():
+            counts[code] -= n
         durations, sums = self.durations[window], self.duration_sums[window]
-        for _, code, dur, _ in rows:
-            counts[code] -= 1
-            if dur >= 0:
-                op = code >> 16
-                durations[op].remove(dur)
-                sums[op] -= dur
+        for op, values in _durations_by_op(rows).items():
+            for value in values:
+                durations[op].remove(value)
+            sums[op] -= sum(values)
+
+
+def _durations_by_op(rows: Sequence[Row]) -> dict[int, list[int]]:
+    """The durations of the rows that record one, by operation type."""
+    by_code: dict[int, list[int]] = defaultdict(list)
+    for _, code, duration, _ in rows:
+        if duration >= 0:
+            by_code[code].append(duration)
+    by_op: dict[int, list[int]] = defaultdict(list)
+    for code, values in by_code.items():
+        by_op[unpack(code)[0]] += values
+    return by_op
 
 
 class SyncLogCollector:
@@ -201,9 +209,7 @@ class SyncLogCollector:
         for i, window in enumerate(self.source.windows):
             counts = self.window_stats.counts[i]
             for o, s in pairs:
-                recent.add_metric(
-                    [ops[o], statuses[s], window.label], counts.get((o << 16) | s, 0)
-                )
+                recent.add_metric([ops[o], statuses[s], window.label], counts.get(pack(o, s), 0))
             for op, values in sorted(self.window_stats.durations[i].items()):
                 if not values:
                     continue
@@ -217,8 +223,7 @@ class SyncLogCollector:
                 )
         return [recent, pct, avg]
 
-    def _self_metrics(self) -> list[Metric]:
-        tail, stats = self.source.tail, self.source.tail.stats
+    def _unusable(self) -> Metric:
         unusable = CounterMetricFamily(
             "customer_sync_exporter_log_rows_unusable",
             "Sync-log rows read with a value the exporter could not use; each is still counted "
@@ -232,7 +237,12 @@ class SyncLogCollector:
             labels=["reason"],
         )
         for reason in UNUSABLE_REASONS:
-            unusable.add_metric([reason], stats.unusable[reason])
+            unusable.add_metric([reason], self.source.tail.stats.unusable[reason])
+        return unusable
+
+    def _self_metrics(self) -> list[Metric]:
+        """How the tail is doing: what it read, where it is, the gaps it waits for."""
+        tail, stats = self.source.tail, self.source.tail.stats
         return [
             CounterMetricFamily(
                 "customer_sync_exporter_log_rows_read",
@@ -278,5 +288,5 @@ class SyncLogCollector:
                 "or restored (every counter starts over).",
                 value=stats.rebaselines,
             ),
-            unusable,
+            self._unusable(),
         ]

@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from collectors.business import BusinessCollector
+from collectors.business import BusinessCollector, zero_filled
 from collectors.synclog_source import SyncLogSource
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import BusinessConfig, DatabaseConfig, SyncLogConfig
@@ -257,6 +257,13 @@ def test_every_number_equals_sql(conn, business, seed: int) -> None:
             clock.now += 400
             write_mixed(conn, seed + 10)
             time.sleep(1.1)
+
+
+def test_zero_filled_adds_every_known_combination_and_keeps_the_rest() -> None:
+    counts = {("a", "true"): 3, ("z", "false"): 1}
+    assert zero_filled(counts, ["b", "a"], ["true", "false"]) == [
+        (("a", "false"), 0), (("a", "true"), 3), (("b", "false"), 0), (("b", "true"), 0),
+        (("z", "false"), 1)]
 
 
 def test_known_label_values_are_exported_as_zero(business) -> None:
