@@ -18,7 +18,7 @@ import itertools
 import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -133,9 +133,10 @@ class _StatsGate:
     rerun only when they moved, or after ``max_age`` seconds in case statistics are off.
     """
 
-    def __init__(self, table: str, max_age: float) -> None:
+    def __init__(self, table: str, max_age: float, monotonic: Callable[[], float]) -> None:
         self.table = table
         self.max_age = max_age
+        self.monotonic = monotonic
         self.key: tuple[Any, ...] | None = None
         self.read_at = 0.0
 
@@ -145,9 +146,10 @@ class _StatsGate:
             " FROM pg_stat_user_tables WHERE relid = %s::regclass",
             (self.table,),
         ).fetchone()
-        if key is None or key != self.key or time.monotonic() - self.read_at > self.max_age:
+        now = self.monotonic()
+        if key is None or key != self.key or now - self.read_at > self.max_age:
             self.key = key
-            self.read_at = time.monotonic()
+            self.read_at = now
             return True
         return False
 
@@ -166,23 +168,24 @@ class BusinessCollector:
 
     name = "business"
 
-    def __init__(self, db: Database, config: BusinessConfig, *, source: SyncLogSource) -> None:
+    def __init__(self, db: Database, config: BusinessConfig, *, source: SyncLogSource,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         """``source`` gives the log's rows, windows and time; the collector detaches from it on
-        :meth:`close`."""
+        :meth:`close`. ``monotonic`` times the recounts that do not wait for statistics."""
         self.db = db
         self.source = source
         self.counters = BusinessCounters(source.statuses, source.ops)
         self.customers = DistinctCustomers(len(source.windows), source.statuses.code("success"))
         source.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
-        self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE)
+        self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE, monotonic)
         self.conflicts_query = sql.SQL(
             "SELECT conflict_type, resolution_strategy, is_resolved, count(*) FROM {}"
             " GROUP BY 1, 2, 3"
         ).format(_ident(config.conflicts_table))
         self.conflict_rows: list[tuple[Any, ...]] = []
         users = _ident(config.users_table)
-        self.users_gate = _StatsGate(config.users_table, RECOUNT_MAX_AGE)
+        self.users_gate = _StatsGate(config.users_table, RECOUNT_MAX_AGE, monotonic)
         self.users_query = sql.SQL(
             "SELECT created_in_1c, role, count(*),"
             " count(*) FILTER (WHERE needs_1c_export AND is_active) FROM {} GROUP BY 1, 2"
