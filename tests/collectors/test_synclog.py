@@ -69,6 +69,18 @@ def scrape(collector: SyncLogCollector, timeout: float = 10.0) -> Samples:
             time.sleep(0.1)
 
 
+def scrape_reconnected(collector: SyncLogCollector, seconds: float) -> Samples:
+    """Scrape once the pool has reconnected, in the background, after a server restart."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return scrape(collector)
+        except CollectorError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.25)
+
+
 def exported(value: str | None) -> str:
     """The label a raw operation_type or status is exported under, by the rule the README gives
     (1 to 100 characters, none of Unicode's Other or Separator classes but the space)."""
@@ -371,15 +383,7 @@ def test_database_outage_loses_and_duplicates_nothing(pg_major: PgMajor) -> None
         server.start()
         with psycopg.connect(dsn, autocommit=True) as c:
             insert_rows(c, [LogRow("error", "failed", ts(NOW - 10))] * 3)
-        found = None
-        for _ in range(20):  # the pool reconnects in the background
-            try:
-                found = scrape(collector)
-                break
-            except CollectorError:
-                time.sleep(0.25)
-        assert found is not None
-        totals = pick(found, "customer_sync_operations_total")
+        totals = pick(scrape_reconnected(collector, 5), "customer_sync_operations_total")
         assert sum(totals.values()) == 10
         assert totals[(("operation_type", "updated"), ("status", "success"))] == 2
         db.close()
@@ -771,14 +775,7 @@ def test_big_transaction_committed_while_postgres_restarts() -> None:
             collector.collect(Deadline.after(3))
         assert failed.value.reason is Reason.CONNECT
         server.start()
-        found = None
-        for _ in range(40):  # the pool reconnects in the background
-            try:
-                found = scrape(collector)
-                break
-            except CollectorError:
-                time.sleep(0.25)
-        assert found is not None
+        scrape_reconnected(collector, 10)
         with psycopg.connect(dsn, autocommit=True) as c:
             assert_exact_when_quiet(c, collector, monotonic)
     finally:
