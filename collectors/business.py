@@ -14,20 +14,22 @@ Ratios (auto-resolution, identification success) are PromQL recording rules, not
 
 from __future__ import annotations
 
+import itertools
 import time
 from bisect import bisect_right
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from psycopg import sql
 
-from collectors.logtail import USABLE_TS, Group, LabelSet, LogSubscriber
-from collectors.synclog import SyncLogCollector
-from collectors.windows import Row, WindowConsumer
-from exporter.collector import CollectorError, Deadline
+from collectors.labels import LabelSet
+from collectors.logrows import Group, LogSubscriber
+from collectors.logsql import epoch_us, from_epoch_us, usable_ts
+from collectors.synclog_source import SyncLogSource
+from collectors.windows import Row, WindowConsumer, unpack
+from exporter.collector import Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database
 
@@ -44,6 +46,16 @@ IMPORT_TYPES = ("catalog", "variants", "attributes", "images", "stocks", "prices
 IMPORT_STATUSES = ("pending", "started", "in_progress", "completed", "failed")
 LABEL_CAP = 50
 RECOUNT_MAX_AGE = 300.0
+BOOLEANS = ("true", "false")
+
+
+def zero_filled(counts: Mapping[tuple[Any, ...], int],
+                *known: Iterable[Any]) -> list[tuple[tuple[Any, ...], int]]:
+    """``counts`` with a zero for every combination of ``known`` label values it lacks, sorted:
+    a series that is known exists from the first scrape on."""
+    filled = dict.fromkeys(itertools.product(*known), 0)
+    filled.update(counts)
+    return sorted(filled.items())
 
 
 class BusinessCounters(LogSubscriber):
@@ -67,45 +79,47 @@ class BusinessCounters(LogSubscriber):
         for g in groups:
             op = op_name[g.op]
             if op == "conflict_resolution":
-                source = self.sources.values[self.sources.code(g.conflict_source or "unknown")]
+                source = self.sources.canonical(g.conflict_source or "unknown")
                 self.conflicts[(source, g.status)] += g.rows
                 if g.email_sent == "true":
                     self.notifications["sent"] += g.rows
             elif op == "notification_failed":
                 self.notifications["failed"] += g.rows
             elif op == "customer_identification":
-                method = self.methods.values[self.methods.code(g.search_method or "none")]
+                method = self.methods.canonical(g.search_method or "none")
                 found = "true" if g.found == "true" else "false"
                 self.identifications[(method, found)] += g.rows
             elif op == "identify_customer":
                 legacy = g.identification_method
                 method_name = "none" if not legacy or legacy == "not_found" else legacy
-                method = self.methods.values[self.methods.code(method_name)]
+                method = self.methods.canonical(method_name)
                 found = "true" if g.status == success else "false"
                 self.identifications[(method, found)] += g.rows
 
 
 class DistinctCustomers(WindowConsumer):
-    """Per window, how many success rows each customer has (so leaving rows can be undone)."""
+    """Per window, how many success rows each customer has (so leaving rows can be undone).
 
-    def __init__(self, n_windows: int, success_code: Callable[[], int]) -> None:
-        self.n_windows = n_windows
-        self.success_code = success_code
-        self.reset()
+    ``success`` is the status code of success rows."""
+
+    def __init__(self, n_windows: int, success: int) -> None:
+        self.success = success
+        self.customers: list[Counter[int]] = [Counter() for _ in range(n_windows)]
 
     def reset(self) -> None:
-        self.customers: list[Counter[int]] = [Counter() for _ in range(self.n_windows)]
+        for customers in self.customers:
+            customers.clear()
 
     def enter(self, window: int, rows: Sequence[Row]) -> None:
-        success = self.success_code()
         self.customers[window].update(
-            r[3] for r in rows if r[3] >= 0 and r[1] & 0xFFFF == success
+            customer for _, code, _, customer in rows
+            if customer >= 0 and unpack(code)[1] == self.success
         )
 
     def leave(self, window: int, rows: Sequence[Row]) -> None:
-        success, customers = self.success_code(), self.customers[window]
+        success, customers = self.success, self.customers[window]
         for _, code, _, customer in rows:
-            if customer >= 0 and code & 0xFFFF == success:
+            if customer >= 0 and unpack(code)[1] == success:
                 customers[customer] -= 1
                 if not customers[customer]:
                     del customers[customer]
@@ -119,9 +133,10 @@ class _StatsGate:
     rerun only when they moved, or after ``max_age`` seconds in case statistics are off.
     """
 
-    def __init__(self, table: str, max_age: float) -> None:
+    def __init__(self, table: str, max_age: float, monotonic: Callable[[], float]) -> None:
         self.table = table
         self.max_age = max_age
+        self.monotonic = monotonic
         self.key: tuple[Any, ...] | None = None
         self.read_at = 0.0
 
@@ -131,9 +146,10 @@ class _StatsGate:
             " FROM pg_stat_user_tables WHERE relid = %s::regclass",
             (self.table,),
         ).fetchone()
-        if key is None or key != self.key or time.monotonic() - self.read_at > self.max_age:
+        now = self.monotonic()
+        if key is None or key != self.key or now - self.read_at > self.max_age:
             self.key = key
-            self.read_at = time.monotonic()
+            self.read_at = now
             return True
         return False
 
@@ -143,44 +159,44 @@ def _ident(table: str) -> sql.Identifier:
 
 
 class BusinessCollector:
+    """The ``business`` collector: what the sync achieved, from the sync log and three tables.
+
+    The log's numbers come from the shared source (read once with the synclog collector, O(new
+    rows) a scrape); ``users`` and ``common_syncconflict`` are recounted only when PostgreSQL's
+    table statistics say they changed, ``import_sessions`` (small) on every scrape.
+    """
+
     name = "business"
 
-    def __init__(
-        self,
-        db: Database,
-        config: BusinessConfig,
-        synclog: SyncLogCollector,
-    ) -> None:
-        """Shares ``synclog``'s tail, windows and time source, so both agree on every row."""
+    def __init__(self, db: Database, config: BusinessConfig, *, source: SyncLogSource,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        """``source`` gives the log's rows, windows and time; the collector detaches from it on
+        :meth:`close`. ``monotonic`` times the recounts that do not wait for statistics."""
         self.db = db
-        self.config = config
-        self.synclog = synclog
-        self.counters = BusinessCounters(synclog.statuses, synclog.ops)
-        self.customers = DistinctCustomers(
-            len(synclog.windows), lambda: synclog.statuses.code("success")
-        )
-        synclog.attach(self.counters, self.customers)
+        self.source = source
+        self.counters = BusinessCounters(source.statuses, source.ops)
+        self.customers = DistinctCustomers(len(source.windows), source.statuses.code("success"))
+        source.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
-        self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE)
+        self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE, monotonic)
         self.conflicts_query = sql.SQL(
             "SELECT conflict_type, resolution_strategy, is_resolved, count(*) FROM {}"
             " GROUP BY 1, 2, 3"
         ).format(_ident(config.conflicts_table))
         self.conflict_rows: list[tuple[Any, ...]] = []
         users = _ident(config.users_table)
-        self.users_gate = _StatsGate(config.users_table, RECOUNT_MAX_AGE)
+        self.users_gate = _StatsGate(config.users_table, RECOUNT_MAX_AGE, monotonic)
         self.users_query = sql.SQL(
             "SELECT created_in_1c, role, count(*),"
             " count(*) FILTER (WHERE needs_1c_export AND is_active) FROM {} GROUP BY 1, 2"
         ).format(users)
         self.recent_users_query = sql.SQL(
-            "SELECT created_in_1c, (extract(epoch FROM created_at) * 1000000)::int8 FROM {}"
-            " WHERE created_at > %(since)s AND " + USABLE_TS.format(c="created_at")
+            f"SELECT created_in_1c, {epoch_us('created_at')} FROM {{}}"
+            f" WHERE created_at > %(since)s AND {usable_ts('created_at')}"
         ).format(users)
         self.user_rows: list[tuple[Any, ...]] = []
         self.export_oldest_query = sql.SQL(
-            "SELECT (extract(epoch FROM min(updated_at)) * 1000000)::int8 FROM {}"
-            " WHERE needs_1c_export AND is_active"
+            f"SELECT {epoch_us('min(updated_at)')} FROM {{}} WHERE needs_1c_export AND is_active"
         ).format(users)
         self.export_oldest_us: int | None = None
         self.created_us: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
@@ -192,7 +208,7 @@ class BusinessCollector:
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         with self.db.connection(deadline) as conn:
-            now = self._now(conn)
+            now = self.source.now_us(conn)
             if self.conflicts_gate.changed(conn):
                 self.conflict_rows = conn.execute(self.conflicts_query).fetchall()
             if self.users_gate.changed(conn):
@@ -204,30 +220,15 @@ class BusinessCollector:
                 self._export_queue_age(now),
                 *self._imports(conn.execute(self.imports_query).fetchall()),
             ]
-        tail = self.synclog.tail
-        try:
-            tail.refresh(deadline)
-        except CollectorError as exc:
-            with tail.lock:
-                partial = tables + (self._from_log() if tail.warm else [])
-            raise CollectorError(exc.reason, exc.message, partial) from None
-        with tail.lock:
-            return tables + self._from_log()
+        return self.source.read(deadline, self._from_log, others=tables)
 
-    def _now(self, conn: Any) -> int:
-        """Now in Unix microseconds, from the same time source as the sync-log windows."""
-        clock_us = self.synclog.tail.clock_us
-        if clock_us is not None:
-            return clock_us()
-        row = conn.execute("SELECT (extract(epoch FROM now()) * 1000000)::int8").fetchone()
-        return int(row[0])
+    def close(self) -> None:
+        self.source.detach(self.counters, self.customers)
 
     def _read_users(self, conn: Any, now_us: int) -> None:
         """Users change rarely: the aggregate and recent creation times are read on change only."""
         self.user_rows = conn.execute(self.users_query).fetchall()
-        since = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-            microseconds=now_us - self.synclog.sliding.longest
-        )
+        since = from_epoch_us(now_us - self.source.longest_window_us)
         created: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
         for in_1c, created_us in conn.execute(self.recent_users_query, {"since": since}):
             created["1c_import" if in_1c else "portal"].append(created_us)
@@ -236,18 +237,16 @@ class BusinessCollector:
         self.created_us = created
 
     def _from_log(self) -> list[Metric]:
-        c = self.counters
-        statuses = self.synclog.statuses.values
+        c, statuses = self.counters, self.source.statuses
         conflicts = CounterMetricFamily(
             "customer_sync_conflicts",
             "conflict_resolution rows of the sync log by details.conflict_source (unknown when the "
             "key is absent) and row status.",
             labels=["source", "status"],
         )
-        zero = {(s, self.synclog.statuses.code(st)) for s in CONFLICT_SOURCES
-                for st in ("success", "error")}
-        for source, status in sorted(zero | set(c.conflicts), key=lambda k: (k[0], k[1])):
-            conflicts.add_metric([source, statuses[status]], c.conflicts.get((source, status), 0))
+        known_statuses = [statuses.code("success"), statuses.code("error")]
+        for (source, status), n in zero_filled(c.conflicts, CONFLICT_SOURCES, known_statuses):
+            conflicts.add_metric([source, statuses.values[status]], n)
         idents = CounterMetricFamily(
             "customer_sync_identifications",
             "Customer identifications: customer_identification rows by details.search_method "
@@ -256,9 +255,8 @@ class BusinessCollector:
             labels=["method", "found"],
         )
         methods = set(IDENTIFICATION_METHODS) | {m for m, _ in c.identifications}
-        for method in sorted(methods):
-            for found in ("true", "false"):
-                idents.add_metric([method, found], c.identifications.get((method, found), 0))
+        for key, n in zero_filled(c.identifications, methods, BOOLEANS):
+            idents.add_metric(list(key), n)
         notes = CounterMetricFamily(
             "customer_sync_admin_notifications",
             "Conflict e-mails to the admin: sent = conflict_resolution rows with "
@@ -275,7 +273,7 @@ class BusinessCollector:
             "rows without a customer are not counted.",
             labels=["window"],
         )
-        for i, window in enumerate(self.synclog.windows):
+        for i, window in enumerate(self.source.windows):
             synced.add_metric([window.label], len(self.customers.customers[i]))
         return [conflicts, idents, notes, synced]
 
@@ -291,14 +289,9 @@ class BusinessCollector:
                                                                           LABEL_CAP)
         counts: dict[tuple[str, str, str], int] = defaultdict(int)
         for ctype, strategy, resolved, n in rows:
-            key = (types.values[types.code(ctype)], strategies.values[strategies.code(strategy)],
-                   "true" if resolved else "false")
-            counts[key] += n
-        for t in CONFLICT_TYPES:
-            for s in RESOLUTION_STRATEGIES:
-                for r in ("true", "false"):
-                    counts.setdefault((t, s, r), 0)
-        for key, n in sorted(counts.items()):
+            counts[(types.canonical(ctype), strategies.canonical(strategy),
+                    "true" if resolved else "false")] += n
+        for key, n in zero_filled(counts, CONFLICT_TYPES, RESOLUTION_STRATEGIES, BOOLEANS):
             family.add_metric(list(key), n)
         return [family]
 
@@ -323,16 +316,13 @@ class BusinessCollector:
         waiting = 0
         for in_1c, role, n, export in self.user_rows:
             origin = "1c_import" if in_1c else "portal"
-            by_role[(origin, self.roles.values[self.roles.code(role)])] += n
+            by_role[(origin, self.roles.canonical(role))] += n
             waiting += export
-        for origin in ORIGINS:
-            for role in ROLES:
-                by_role.setdefault((origin, role), 0)
-        for (origin, role), n in sorted(by_role.items()):
-            customers.add_metric([origin, role], n)
+        for key, n in zero_filled(by_role, ORIGINS, ROLES):
+            customers.add_metric(list(key), n)
         for origin in ORIGINS:
             times = self.created_us[origin]
-            for window in self.synclog.windows:
+            for window in self.source.windows:
                 since = now_us - int(window.seconds * 1_000_000)
                 created.add_metric(
                     [origin, window.label], bisect_right(times, now_us) - bisect_right(times, since)
@@ -377,14 +367,11 @@ class BusinessCollector:
         counts: dict[tuple[str, str], int] = defaultdict(int)
         newest: dict[tuple[str, str], float] = {}
         for itype, status, n, last in rows:
-            key = (types.values[types.code(itype)], statuses.values[statuses.code(status)])
+            key = (types.canonical(itype), statuses.canonical(status))
             counts[key] += n
             if last is not None:
                 newest[key] = max(newest.get(key, 0.0), last)
-        for t in IMPORT_TYPES:
-            for s in IMPORT_STATUSES:
-                counts.setdefault((t, s), 0)
-        for key, n in sorted(counts.items()):
+        for key, n in zero_filled(counts, IMPORT_TYPES, IMPORT_STATUSES):
             sessions.add_metric(list(key), n)
         for key, ts in sorted(newest.items()):
             finished.add_metric(list(key), ts)

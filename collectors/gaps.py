@@ -22,12 +22,13 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 BELOW_ALL = -(2**63)
 ABOVE_ALL = 2**63  # one more than the largest bigint: "every id is covered"
 
 Plan = list[tuple[int, int, int]]  # (first id, last id, row limit) per range, in id order
+RowT = TypeVar("RowT", bound=Sequence[Any])  # a row whose first field is its id
 
 
 @dataclass
@@ -205,8 +206,8 @@ class GapSet:
 
     def reread(
         self,
-        fetch: Callable[[Plan], Sequence[Sequence[Any]]],
-        consume: Callable[[Sequence[Sequence[Any]]], None],
+        fetch: Callable[[Plan], Sequence[RowT]],
+        consume: Callable[[Sequence[RowT]], None],
         *,
         budget: int,
         ranges_per_query: int,

@@ -1,16 +1,16 @@
 """Sync operations from ``common_customersynclog``: counts, durations, exact window percentiles.
 
-Everything is derived from rows read once by :class:`~collectors.logtail.LogTail`; a scrape
-only reads the rows that arrived since the previous one. Percentiles are exact, with the
-definition of PostgreSQL's ``percentile_cont`` (linear interpolation between closest ranks).
+Everything is derived from rows read once by the shared source
+(:class:`~collectors.synclog_source.SyncLogSource`); a scrape only reads the rows that arrived
+since the previous one. Percentiles are exact, with the definition of PostgreSQL's
+``percentile_cont`` (linear interpolation between closest ranks).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,21 +20,12 @@ from prometheus_client.core import (
 )
 from sortedcontainers import SortedList
 
-from collectors.logtail import (
-    MAX_LABEL_LENGTH,
-    OPERATION_TYPES,
-    STATUSES,
-    UNUSABLE_REASONS,
-    Group,
-    LabelSet,
-    LogSubscriber,
-    LogTail,
-    unpack,
-)
-from collectors.windows import Row, SlidingWindows, WindowConsumer
-from exporter.collector import CollectorError, Deadline
+from collectors.labels import MAX_LABEL_LENGTH
+from collectors.logrows import UNUSABLE_REASONS, Group, LogSubscriber
+from collectors.synclog_source import SyncLogSource
+from collectors.windows import Row, WindowConsumer, pack, unpack
+from exporter.collector import Deadline
 from exporter.config import SyncLogConfig
-from exporter.db import Database
 
 PERCENTILES = (("50", 0.50), ("95", 0.95), ("99", 0.99))
 
@@ -48,11 +39,6 @@ def percentile_cont(values: SortedList, fraction: float) -> float:
     if hi == lo:
         return first
     return first + (float(values[hi]) - first) * (pos - lo)
-
-
-def bucket_thresholds_ms(buckets: Sequence[float]) -> list[int]:
-    """The largest whole millisecond each bucket bound admits (durations are integer ms)."""
-    return [math.floor(round(b * 1000, 6)) for b in buckets]
 
 
 class SyncCounters(LogSubscriber):
@@ -100,12 +86,8 @@ class SyncWindowStats(WindowConsumer):
         counts = self.counts[window]
         for code, n in Counter(r[1] for r in rows).items():
             counts[code] += n
-        by_op: dict[int, list[int]] = defaultdict(list)
-        for _, code, dur, _ in rows:
-            if dur >= 0:
-                by_op[code >> 16].append(dur)
         durations, sums = self.durations[window], self.duration_sums[window]
-        for op, values in by_op.items():
+        for op, values in _durations_by_op(rows).items():
             if op not in durations:
                 durations[op] = SortedList()
             durations[op].update(values)
@@ -113,88 +95,46 @@ class SyncWindowStats(WindowConsumer):
 
     def leave(self, window: int, rows: Sequence[Row]) -> None:
         counts = self.counts[window]
+        for code, n in Counter(r[1] for r in rows).items():
+            counts[code] -= n
         durations, sums = self.durations[window], self.duration_sums[window]
-        for _, code, dur, _ in rows:
-            counts[code] -= 1
-            if dur >= 0:
-                op = code >> 16
-                durations[op].remove(dur)
-                sums[op] -= dur
+        for op, values in _durations_by_op(rows).items():
+            for value in values:
+                durations[op].remove(value)
+            sums[op] -= sum(values)
+
+
+def _durations_by_op(rows: Sequence[Row]) -> dict[int, list[int]]:
+    """The durations of the rows that record one, by operation type."""
+    by_code: dict[int, list[int]] = defaultdict(list)
+    for _, code, duration, _ in rows:
+        if duration >= 0:
+            by_code[code].append(duration)
+    by_op: dict[int, list[int]] = defaultdict(list)
+    for code, values in by_code.items():
+        by_op[unpack(code)[0]] += values
+    return by_op
 
 
 class SyncLogCollector:
-    """The ``synclog`` collector; also owns the shared tail the business collector reads."""
+    """The ``synclog`` collector: counts, durations and windows of the shared sync-log source."""
 
     name = "synclog"
 
-    def __init__(
-        self,
-        db: Database,
-        config: SyncLogConfig,
-        *,
-        clock: Callable[[], float] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """``clock`` (Unix seconds) replaces the time source; by default ``config.time_source``.
-        ``monotonic`` is the tail's clock for settling gaps."""
-        self.config = config
-        self.windows = config.windows
+    def __init__(self, config: SyncLogConfig, *, source: SyncLogSource) -> None:
+        """``source`` is built from the same ``config``; the collector reads it, and detaches
+        from it on :meth:`close`."""
         self.buckets = config.buckets
-        self.ops = LabelSet(OPERATION_TYPES, config.max_label_values)
-        self.statuses = LabelSet(STATUSES, config.max_label_values)
+        self.source = source
         self.counters = SyncCounters(len(config.buckets))
         self.window_stats = SyncWindowStats(len(config.windows))
-        self.sliding = SlidingWindows(
-            [int(w.seconds * 1_000_000) for w in config.windows], [self.window_stats]
-        )
-        if clock is None and config.time_source == "local":
-            clock = time.time
-        clock_us = (lambda: round(clock() * 1_000_000)) if clock is not None else None
-        self.tail = LogTail(
-            db=db,
-            table=config.table,
-            bucket_thresholds_ms=bucket_thresholds_ms(config.buckets),
-            ops=self.ops,
-            statuses=self.statuses,
-            longest_window_us=self.sliding.longest,
-            batch_size=config.batch_size,
-            clock_us=clock_us,
-            on_rows=self.sliding.add,
-            on_time=self.sliding.advance,
-            subscribers=[self.counters],
-            monotonic=monotonic,
-        )
-        self._reset_windows_on_warmup()
-
-    def _reset_windows_on_warmup(self) -> None:
-        # The sliding windows are reset together with every other subscriber of the tail.
-        class _WindowReset(LogSubscriber):
-            def __init__(self, sliding: SlidingWindows) -> None:
-                self.sliding = sliding
-
-            def on_groups(self, groups: Sequence[Group]) -> None:
-                pass
-
-            def reset(self) -> None:
-                self.sliding.reset()
-
-        self.tail.subscribers.insert(0, _WindowReset(self.sliding))
-
-    def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
-        """Let another collector (business) read the same rows once."""
-        self.tail.subscribers.append(subscriber)
-        self.sliding.consumers.append(window_consumer)
+        source.attach(self.counters, self.window_stats)
 
     def collect(self, deadline: Deadline) -> list[Metric]:
-        try:
-            self.tail.refresh(deadline)
-        except CollectorError as exc:
-            with self.tail.lock:
-                if self.tail.warm:
-                    raise CollectorError(exc.reason, exc.message, self._families()) from None
-            raise
-        with self.tail.lock:
-            return self._families()
+        return self.source.read(deadline, self._families)
+
+    def close(self) -> None:
+        self.source.detach(self.counters, self.window_stats)
 
     def _families(self) -> list[Metric]:
         return [
@@ -204,16 +144,15 @@ class SyncLogCollector:
         ]
 
     def _label_pairs(self) -> list[tuple[int, int]]:
-        known = [
-            (o, s) for o in range(self.ops.known_count) for s in range(self.statuses.known_count)
-        ]
+        ops, statuses = self.source.ops, self.source.statuses
+        known = [(o, s) for o in range(ops.known_count) for s in range(statuses.known_count)]
         seen = set(self.counters.operations) | {
             unpack(code) for counts in self.window_stats.counts for code in counts
         }
         return known + sorted(seen - set(known))
 
     def _cumulative(self) -> list[Metric]:
-        ops, statuses = self.ops.values, self.statuses.values
+        ops, statuses = self.source.ops.values, self.source.statuses.values
         total = CounterMetricFamily(
             "customer_sync_operations",
             "Rows written to the sync log, by operation type and status, since the table began "
@@ -249,7 +188,7 @@ class SyncLogCollector:
         return [total, newest, hist]
 
     def _recent(self) -> list[Metric]:
-        ops, statuses = self.ops.values, self.statuses.values
+        ops, statuses = self.source.ops.values, self.source.statuses.values
         recent = GaugeMetricFamily(
             "customer_sync_recent_operations",
             "Sync-log rows with created_at in (now - window, now] at scrape time.",
@@ -267,12 +206,10 @@ class SyncLogCollector:
             labels=["operation_type", "window"],
         )
         pairs = self._label_pairs()
-        for i, window in enumerate(self.windows):
+        for i, window in enumerate(self.source.windows):
             counts = self.window_stats.counts[i]
             for o, s in pairs:
-                recent.add_metric(
-                    [ops[o], statuses[s], window.label], counts.get((o << 16) | s, 0)
-                )
+                recent.add_metric([ops[o], statuses[s], window.label], counts.get(pack(o, s), 0))
             for op, values in sorted(self.window_stats.durations[i].items()):
                 if not values:
                     continue
@@ -286,8 +223,7 @@ class SyncLogCollector:
                 )
         return [recent, pct, avg]
 
-    def _self_metrics(self) -> list[Metric]:
-        tail, stats = self.tail, self.tail.stats
+    def _unusable(self) -> Metric:
         unusable = CounterMetricFamily(
             "customer_sync_exporter_log_rows_unusable",
             "Sync-log rows read with a value the exporter could not use; each is still counted "
@@ -301,7 +237,12 @@ class SyncLogCollector:
             labels=["reason"],
         )
         for reason in UNUSABLE_REASONS:
-            unusable.add_metric([reason], stats.unusable[reason])
+            unusable.add_metric([reason], self.source.tail.stats.unusable[reason])
+        return unusable
+
+    def _self_metrics(self) -> list[Metric]:
+        """How the tail is doing: what it read, where it is, the gaps it waits for."""
+        tail, stats = self.source.tail, self.source.tail.stats
         return [
             CounterMetricFamily(
                 "customer_sync_exporter_log_rows_read",
@@ -347,5 +288,5 @@ class SyncLogCollector:
                 "or restored (every counter starts over).",
                 value=stats.rebaselines,
             ),
-            unusable,
+            self._unusable(),
         ]

@@ -4,8 +4,8 @@ Rows live in a compact columnar store sorted by ``created_at`` (microseconds). W
 from ``t0`` to ``t1`` a window of length ``w`` loses the rows in ``(t0 - w, t1 - w]`` and gains the
 rows in ``(t0, t1]``; a row that arrives late (an out-of-order commit) enters every window that
 already covers its timestamp. So a scrape touches only the rows that crossed a boundary since the
-last one, never the whole window. Consumers see batches of ``(ts, code, duration_ms, customer)``
-tuples (``-1`` for NULL) and keep their own aggregates.
+last one, never the whole window. Consumers see batches of :data:`Row` and keep their own
+aggregates.
 """
 
 from __future__ import annotations
@@ -15,7 +15,20 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
 from typing import Protocol
 
-Row = tuple[int, int, int, int]  # created_at µs, label code, duration_ms or -1, customer or -1
+Row = tuple[int, int, int, int]
+"""One sync-log row as the windows keep it: created_at (Unix µs), label code (:func:`pack`),
+duration_ms and customer_id (``-1`` for NULL). A plain tuple: millions of them are made."""
+
+
+def pack(op: int, status: int) -> int:
+    """The label code of a row: its operation type and status codes in one int."""
+    return (op << 16) | status
+
+
+def unpack(code: int) -> tuple[int, int]:
+    """The operation type and status codes a label code was packed from."""
+    return code >> 16, code & 0xFFFF
+
 
 _CHUNK = 4096
 

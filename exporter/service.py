@@ -26,19 +26,21 @@ def build_collectors(config: Config, db: Database | None) -> list[Collector]:
     """One collector object per enabled section, in a fixed order."""
     c = config.collectors
     out: list[Collector] = []
-    synclog = None
     if c.synclog.enabled or c.business.enabled:
-        from collectors.synclog import SyncLogCollector
+        # One source for both: the log is read once. Each collector detaches from it when
+        # closed, and the last one out closes it.
+        from collectors.synclog_source import SyncLogSource
 
         assert db is not None
-        synclog = SyncLogCollector(db, c.synclog)
+        source = SyncLogSource(db, c.synclog)
         if c.synclog.enabled:
-            out.append(synclog)
-    if c.business.enabled:
-        from collectors.business import BusinessCollector
+            from collectors.synclog import SyncLogCollector
 
-        assert db is not None and synclog is not None
-        out.append(BusinessCollector(db, c.business, synclog))
+            out.append(SyncLogCollector(c.synclog, source=source))
+        if c.business.enabled:
+            from collectors.business import BusinessCollector
+
+            out.append(BusinessCollector(db, c.business, source=source))
     if c.postgres.enabled:
         from collectors.postgres import PostgresCollector
 

@@ -12,6 +12,11 @@ from typing import Any
 import psycopg
 from prometheus_client.core import Metric
 
+from collectors.synclog import SyncLogCollector
+from collectors.synclog_source import SyncLogSource
+from exporter.config import SyncLogConfig
+from exporter.db import Database
+
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NOW = 1_795_000_000.0  # a fixed "now" the collector tests move by hand (Unix seconds)
 
@@ -24,6 +29,13 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def synclog_collector(db: Database, config: SyncLogConfig | None = None,
+                      **source: Any) -> SyncLogCollector:
+    """A synclog collector on a source of its own (``source``: the source's seams)."""
+    config = config or SyncLogConfig()
+    return SyncLogCollector(config, source=SyncLogSource(db, config, **source))
 
 
 def ts(seconds: float) -> datetime:

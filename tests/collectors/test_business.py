@@ -18,8 +18,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from collectors.business import BusinessCollector
-from collectors.synclog import SyncLogCollector
+from collectors.business import RECOUNT_MAX_AGE, BusinessCollector, zero_filled
+from collectors.synclog_source import SyncLogSource
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import BusinessConfig, DatabaseConfig, SyncLogConfig
 from exporter.db import Database
@@ -42,9 +42,16 @@ pytestmark = pytest.mark.every_pg_major
 def business(exporter_dsn: str) -> Iterator[tuple[BusinessCollector, Clock]]:
     db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
     clock = Clock()
-    synclog = SyncLogCollector(db, SyncLogConfig(), clock=clock)
-    yield BusinessCollector(db, BusinessConfig(), synclog), clock
+    source = SyncLogSource(db, SyncLogConfig(), clock=clock)
+    yield BusinessCollector(db, BusinessConfig(), source=source), clock
     db.close()
+
+
+def stats_flushed(conn: psycopg.Connection[Any]) -> None:
+    """Make the table statistics of ``conn``'s writes visible now. The collector recounts
+    users and conflicts when those statistics move, and a session that flushed them within the
+    last second holds new ones back for up to ten (PostgreSQL 15+): no sleep would be sure."""
+    conn.execute("SELECT pg_stat_force_next_flush()")
 
 
 def scrape(collector: BusinessCollector) -> Samples:
@@ -193,7 +200,7 @@ def q(conn: psycopg.Connection[Any], query: str, *params: Any) -> dict[Any, Any]
 def test_every_number_equals_sql(conn, business, seed: int) -> None:
     collector, clock = business
     write_mixed(conn, seed)
-    time.sleep(1.1)  # table statistics gate the conflict recount; they lag writes by ~1 s
+    stats_flushed(conn)  # table statistics gate the conflict recount
     for round_ in range(2):
         found = scrape(collector)
         t = ts(clock.now)
@@ -256,7 +263,14 @@ def test_every_number_equals_sql(conn, business, seed: int) -> None:
         if round_ == 0:  # more traffic, later: the counters grow, the windows slide
             clock.now += 400
             write_mixed(conn, seed + 10)
-            time.sleep(1.1)
+            stats_flushed(conn)
+
+
+def test_zero_filled_adds_every_known_combination_and_keeps_the_rest() -> None:
+    counts = {("a", "true"): 3, ("z", "false"): 1}
+    assert zero_filled(counts, ["b", "a"], ["true", "false"]) == [
+        (("a", "false"), 0), (("a", "true"), 3), (("b", "false"), 0), (("b", "true"), 0),
+        (("z", "false"), 1)]
 
 
 def test_known_label_values_are_exported_as_zero(business) -> None:
@@ -283,7 +297,7 @@ def _resolved_conflicts(conn: psycopg.Connection[Any]) -> list[int]:
     for i, source in enumerate(["portal_registration"] * 3 + ["data_import"] * 2):
         rows += resolver(conn, customers[i], source, NOW - 10, False)
     insert_rows(conn, rows)
-    time.sleep(1.1)
+    stats_flushed(conn)
     return customers
 
 
@@ -367,8 +381,8 @@ def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, expor
     locker = psycopg.connect(db_dsn)
     try:
         locker.execute("LOCK TABLE common_customersynclog IN ACCESS EXCLUSIVE MODE")
-        collector = BusinessCollector(db, BusinessConfig(),
-                                      SyncLogCollector(db, SyncLogConfig(), clock=Clock()))
+        collector = BusinessCollector(
+            db, BusinessConfig(), source=SyncLogSource(db, SyncLogConfig(), clock=Clock()))
         with pytest.raises(CollectorError) as failed:
             collector.collect(Deadline.after(3))
         assert failed.value.reason is Reason.TIMEOUT
@@ -381,16 +395,14 @@ def test_users_and_conflicts_are_served_while_the_log_is_read(db_dsn: str, expor
 
 
 
-def test_export_queue_oldest_age_equals_sql(db_dsn: str, conn, business) -> None:
+def test_export_queue_oldest_age_equals_sql(conn, business) -> None:
     """Age of the oldest active user waiting for export, from updated_at, against SQL at the
     collector's own now (the injected clock); it grows with the clock while the table rests."""
     collector, clock = business
 
     def write(query: str, params: tuple[Any, ...] = ()) -> None:
-        # Its own short session: a backend that ends flushes its table statistics at once,
-        # while a busy one may hold them back for seconds (and the collector gates on them).
-        with psycopg.connect(db_dsn, autocommit=True) as session:
-            session.execute(query, params)
+        conn.execute(query, params)
+        stats_flushed(conn)  # the collector re-reads users when its statistics move
 
     ages = {"old": 3600.5, "new": 100.0, "inactive": 99_999.0, "not_waiting": 50_000.0}
     ids = {name: insert_users(conn, 1, needs_export=name != "not_waiting",
@@ -405,16 +417,42 @@ def test_export_queue_oldest_age_equals_sql(db_dsn: str, conn, business) -> None
         return float(age)
 
     name = ("customer_sync_export_queue_oldest_age_seconds", ())
-    time.sleep(1.1)  # the users table is re-read when its statistics move (they lag ~1 s)
     assert scrape(collector)[name] == expected() == 3600.5
     clock.now += 60  # no write: the age still follows the clock
     assert scrape(collector)[name] == expected() == 3660.5
     write("UPDATE users SET needs_1c_export = false WHERE id = %s", (ids["old"],))
-    time.sleep(1.1)
     assert scrape(collector)[name] == expected() == 160.0
     write("UPDATE users SET needs_1c_export = false")
-    time.sleep(1.1)
     assert scrape(collector)[name] == expected() == 0.0
+
+
+def test_tables_are_recounted_after_a_while_when_statistics_do_not_move(exporter_dsn: str,
+                                                                         conn) -> None:
+    """Writes the statistics never see (``track_counts`` off for the writer): the cached counts
+    stand until ``RECOUNT_MAX_AGE`` has passed on the collector's clock, then equal SQL."""
+    db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
+    monotonic = Clock(0.0)
+    collector = BusinessCollector(db, BusinessConfig(), monotonic=monotonic,
+                                  source=SyncLogSource(db, SyncLogConfig(), clock=Clock()))
+    try:
+        insert_users(conn, 2)
+        stats_flushed(conn)
+        name = ("customer_sync_customers", (("origin", "portal"), ("role", "retail")))
+        assert scrape(collector)[name] == 2
+        conn.execute("SET track_counts = off")
+        insert_users(conn, 3)
+        resolver(conn, 1, "data_import", NOW - 5, notify_fails=False)
+        stats_flushed(conn)
+        monotonic.now += RECOUNT_MAX_AGE - 1
+        found = scrape(collector)
+        assert found[name] == 2  # nothing told the collector
+        assert not any(pick(found, "customer_sync_conflict_records").values())
+        monotonic.now += 2
+        found = scrape(collector)
+        assert (found[name],) == conn.execute("SELECT count(*) FROM users").fetchone() == (5,)
+        assert sum(pick(found, "customer_sync_conflict_records").values()) == 1
+    finally:
+        db.close()
 
 
 # --- values without a finite meaning (issue 12 §2) -----------------------------------------------

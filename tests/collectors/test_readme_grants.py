@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from collectors.business import BusinessCollector
 from collectors.postgres import PostgresCollector
 from collectors.synclog import SyncLogCollector
+from collectors.synclog_source import SyncLogSource
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import BusinessConfig, DatabaseConfig, PostgresConfig, SyncLogConfig
 from exporter.db import Database
@@ -50,8 +51,9 @@ def kind(grant: str) -> str:
 def collect_all(dsn: str) -> dict[str, list[Metric] | CollectorError]:
     """One collection by each database collector (the start-up pass waited out)."""
     db = Database(DatabaseConfig(dsn=SecretStr(dsn), connect_timeout=2))
-    synclog = SyncLogCollector(db, SyncLogConfig())
-    collectors = [synclog, BusinessCollector(db, BusinessConfig(), synclog),
+    source = SyncLogSource(db, SyncLogConfig())
+    collectors = [SyncLogCollector(SyncLogConfig(), source=source),
+                  BusinessCollector(db, BusinessConfig(), source=source),
                   PostgresCollector(db, PostgresConfig())]
     out: dict[str, list[Metric] | CollectorError] = {}
     try:

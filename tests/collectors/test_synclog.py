@@ -12,8 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from collectors.logtail import OPERATION_TYPES, STATUSES
-from collectors.synclog import SyncLogCollector, bucket_thresholds_ms, percentile_cont
+from collectors.logrows import OPERATION_TYPES, STATUSES
+from collectors.logtail import MAX_GAP_RANGES
+from collectors.synclog import SyncLogCollector, percentile_cont
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, SyncLogConfig
 from exporter.db import Database
@@ -27,6 +28,7 @@ from tests.synclog_rows import (
     insert_users,
     pick,
     samples,
+    synclog_collector,
     ts,
 )
 
@@ -43,10 +45,11 @@ def make_collector(exporter_dsn: str) -> Iterator[Callable[..., SyncLogCollector
     dbs: list[Database] = []
 
     def make(clock: Clock | None = None, monotonic: Callable[[], float] = time.monotonic,
-             **config: Any) -> SyncLogCollector:
+             max_gap_ranges: int = MAX_GAP_RANGES, **config: Any) -> SyncLogCollector:
         db = Database(DatabaseConfig(dsn=exporter_dsn))  # type: ignore[arg-type]
         dbs.append(db)
-        return SyncLogCollector(db, SyncLogConfig(**config), clock=clock, monotonic=monotonic)
+        return synclog_collector(db, SyncLogConfig(**config), clock=clock, monotonic=monotonic,
+                                 max_gap_ranges=max_gap_ranges)
 
     yield make
     for db in dbs:
@@ -64,6 +67,18 @@ def scrape(collector: SyncLogCollector, timeout: float = 10.0) -> Samples:
             if exc.reason is not Reason.TIMEOUT or not waiting or time.monotonic() > end:
                 raise
             time.sleep(0.1)
+
+
+def scrape_reconnected(collector: SyncLogCollector, seconds: float) -> Samples:
+    """Scrape once the pool has reconnected, in the background, after a server restart."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            return scrape(collector)
+        except CollectorError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.25)
 
 
 def exported(value: str | None) -> str:
@@ -353,7 +368,7 @@ def test_database_outage_loses_and_duplicates_nothing(pg_major: PgMajor) -> None
     try:
         dsn = server.create_database()
         db = Database(DatabaseConfig(dsn=grant_exporter(server, "freesport")))  # type: ignore[arg-type]
-        collector = SyncLogCollector(db, SyncLogConfig(), clock=Clock())
+        collector = synclog_collector(db, clock=Clock())
         with psycopg.connect(dsn, autocommit=True) as c:
             insert_rows(c, [LogRow("created", "success", ts(NOW - 10))] * 5)
         assert sum(pick(scrape(collector), "customer_sync_operations_total").values()) == 5
@@ -368,15 +383,7 @@ def test_database_outage_loses_and_duplicates_nothing(pg_major: PgMajor) -> None
         server.start()
         with psycopg.connect(dsn, autocommit=True) as c:
             insert_rows(c, [LogRow("error", "failed", ts(NOW - 10))] * 3)
-        found = None
-        for _ in range(20):  # the pool reconnects in the background
-            try:
-                found = scrape(collector)
-                break
-            except CollectorError:
-                time.sleep(0.25)
-        assert found is not None
-        totals = pick(found, "customer_sync_operations_total")
+        totals = pick(scrape_reconnected(collector, 5), "customer_sync_operations_total")
         assert sum(totals.values()) == 10
         assert totals[(("operation_type", "updated"), ("status", "success"))] == 2
         db.close()
@@ -391,10 +398,6 @@ def test_percentile_cont_matches_definition() -> None:
     assert percentile_cont(values, 0.5) == 3
     assert percentile_cont(values, 0.95) == pytest.approx(4 + 0.8 * 6)
     assert percentile_cont(SortedList([7]), 0.99) == 7
-
-
-def test_bucket_thresholds_are_whole_milliseconds() -> None:
-    assert bucket_thresholds_ms([0.005, 0.1, 0.29, 0.7, 2.0]) == [5, 100, 290, 700, 2000]
 
 
 def test_ten_concurrent_writers_with_rollbacks_are_counted_exactly(db_dsn: str, conn,
@@ -753,8 +756,8 @@ def test_big_transaction_committed_while_postgres_restarts() -> None:
         dsn = server.create_database()
         db = Database(DatabaseConfig(dsn=dsn))  # type: ignore[arg-type]
         monotonic = Clock(0.0)
-        collector = SyncLogCollector(db, SyncLogConfig(batch_size=1000), clock=Clock(),
-                                     monotonic=monotonic)
+        collector = synclog_collector(db, SyncLogConfig(batch_size=1000), clock=Clock(),
+                                      monotonic=monotonic)
         scrape(collector)
         with psycopg.connect(dsn) as big, psycopg.connect(dsn, autocommit=True) as other:
             for _ in range(10):  # interleaved with another writer's commits
@@ -772,14 +775,7 @@ def test_big_transaction_committed_while_postgres_restarts() -> None:
             collector.collect(Deadline.after(3))
         assert failed.value.reason is Reason.CONNECT
         server.start()
-        found = None
-        for _ in range(40):  # the pool reconnects in the background
-            try:
-                found = scrape(collector)
-                break
-            except CollectorError:
-                time.sleep(0.25)
-        assert found is not None
+        scrape_reconnected(collector, 10)
         with psycopg.connect(dsn, autocommit=True) as c:
             assert_exact_when_quiet(c, collector, monotonic)
     finally:
@@ -797,8 +793,7 @@ def test_gap_limit_stops_short_says_so_and_recovers(db_dsn: str, conn, make_coll
     from exporter.http import ExporterApp
     from exporter.scrape import Scraper
 
-    collector = make_collector(Clock())
-    collector.tail.max_gap_ranges = 3
+    collector = make_collector(Clock(), max_gap_ranges=3)
     scrape(collector)
     open_tx = [psycopg.connect(db_dsn) for _ in range(5)]
     try:
@@ -844,8 +839,7 @@ def test_gap_limit_at_startup_stops_the_pass_short(db_dsn: str, conn, make_colle
             aborted.rollback()
     insert_rows(conn, [LogRow("updated", "success", ts(NOW - 5))])
     monotonic = Clock(0.0)
-    collector = make_collector(Clock(), monotonic)
-    collector.tail.max_gap_ranges = 2
+    collector = make_collector(Clock(), monotonic, max_gap_ranges=2)
     with pytest.raises(CollectorError) as stopped:
         scrape(collector)
     assert "gap limit reached" in stopped.value.message

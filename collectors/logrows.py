@@ -1,0 +1,121 @@
+"""What a sync-log row contributes: a label group for the counters and a row for the windows.
+
+Pure: the tail and the start-up pass read records (:mod:`collectors.logsql`) and hand them
+here. A row is always counted; a value without a finite meaning only stays out of what it cannot
+take part in, and is counted by reason: an infinite ``created_at`` (or one past any Unix
+microsecond a bigint holds) is in no window and no newest time, a negative duration is no
+duration, a label value that cannot be exported is ``other``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol
+
+from collectors.labels import OTHER, LabelSet, label_value_ok
+from collectors.logsql import GroupRecord, LogRecord, RecentRecord
+from collectors.windows import Row, pack
+
+OPERATION_TYPES = (
+    "created", "updated", "skipped", "error", "import_from_1c", "export_to_1c",
+    "customer_identification", "conflict_resolution", "sync_changes", "batch_operation",
+    "data_validation", "notification_failed", "identify_customer",
+)  # fmt: skip
+"""DATA.md §2: the declared operation types plus the legacy ``identify_customer``."""
+
+STATUSES = ("success", "failed", "error", "warning", "skipped", "pending", "not_found")
+"""DATA.md §2: the declared statuses plus the legacy ``not_found``."""
+
+CREATED_AT_OUT_OF_RANGE = "created_at_out_of_range"
+DURATION_NEGATIVE = "duration_negative"
+LABEL_VALUE_INVALID = "label_value_invalid"
+UNUSABLE_REASONS = (CREATED_AT_OUT_OF_RANGE, DURATION_NEGATIVE, LABEL_VALUE_INVALID)
+"""Why a row's value could not be used; the row itself is always counted."""
+
+
+class Group(NamedTuple):
+    """Rows that share every label-relevant value (a single row while tailing)."""
+
+    op: int
+    status: int
+    bucket: int | None  # histogram bucket index, None when there is no usable duration
+    conflict_source: str | None
+    email_sent: str | None
+    search_method: str | None
+    found: str | None
+    identification_method: str | None
+    rows: int
+    duration_sum_ms: int
+    newest_us: int | None  # None when no row of the group has a finite created_at
+
+
+class LogSubscriber(Protocol):
+    """Receives the cumulative groups of everything read from the log."""
+
+    def on_groups(self, groups: Sequence[Group]) -> None: ...
+
+    def reset(self) -> None: ...
+
+
+class RowReader:
+    """Turns records into groups and window rows with the log's two label sets."""
+
+    def __init__(self, ops: LabelSet, statuses: LabelSet) -> None:
+        self.ops = ops
+        self.statuses = statuses
+
+    def tailed(self, records: Sequence[LogRecord],
+               unusable: Counter[str]) -> tuple[list[Group], list[Row]]:
+        """Rows read one by one (the tail): a group each, and a window row for each in time."""
+        groups, window_rows = [], []
+        for rec in records:
+            duration = rec.duration_ms
+            if duration is not None and duration < 0:
+                unusable[DURATION_NEGATIVE] += 1
+                duration = None
+            group = self._group(rec, 1, duration or 0, rec.created_us, unusable)
+            groups.append(group)
+            if rec.created_us is None:
+                unusable[CREATED_AT_OUT_OF_RANGE] += 1
+            else:
+                window_rows.append((rec.created_us, pack(group.op, group.status),
+                                    -1 if duration is None else duration,
+                                    -1 if rec.customer_id is None else rec.customer_id))
+        return groups, window_rows
+
+    def grouped(self, records: Sequence[GroupRecord], unusable: Counter[str]) -> list[Group]:
+        """Rows the start-up pass counted in SQL, a group at a time."""
+        groups = []
+        for rec in records:
+            unusable[CREATED_AT_OUT_OF_RANGE] += rec.created_at_unusable
+            unusable[DURATION_NEGATIVE] += rec.duration_negative
+            groups.append(self._group(rec, rec.rows, rec.duration_sum_ms, rec.newest_us,
+                                      unusable))
+        return groups
+
+    def recent(self, records: Sequence[RecentRecord]) -> list[Row]:
+        """The start-up pass's rows inside the longest window (already counted as groups)."""
+        code, status = self.ops.code, self.statuses.code
+        return [(rec.created_us, pack(code(rec.operation_type), status(rec.status)),
+                 -1 if rec.duration_ms is None else rec.duration_ms,
+                 -1 if rec.customer_id is None else rec.customer_id) for rec in records]
+
+    def _group(self, rec: LogRecord | GroupRecord, rows: int, duration_sum_ms: int,
+               newest_us: int | None, unusable: Counter[str]) -> Group:
+        op, status = rec.operation_type, rec.status
+        op_code, status_code = self.ops.code(op), self.statuses.code(status)
+        cs, sm, im = rec.conflict_source, rec.search_method, rec.identification_method
+        if ((op_code == self.ops.other and not label_value_ok(op))
+                or (status_code == self.statuses.other and not label_value_ok(status))
+                or _unusable_detail(cs) or _unusable_detail(sm) or _unusable_detail(im)):
+            unusable[LABEL_VALUE_INVALID] += rows
+            cs, sm, im = (OTHER if _unusable_detail(v) else v for v in (cs, sm, im))
+        return Group(op_code, status_code, rec.bucket, cs, rec.email_sent, sm, rec.found, im,
+                     rows, duration_sum_ms, newest_us)
+
+
+def _unusable_detail(value: str | None) -> bool:
+    """A ``details`` value that would become a label but cannot (absent or empty is fine: it
+    means unknown)."""
+    return bool(value) and not label_value_ok(value)
