@@ -17,8 +17,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.traffic import NO_OUTAGES, Mix, TrafficSimulator
+from tests.conftest import PgServers
+from tests.pg_majors import DEFAULT_MAJOR
 
 Written = tuple[str, datetime, datetime]  # the DSN and the DB-time window of the writes
 
@@ -33,9 +34,11 @@ def one(dsn: str, query: str, params: tuple[Any, ...] = ()) -> Any:
 
 
 @pytest.fixture(scope="package")
-def written(pg: EmbeddedPostgres) -> Iterator[Written]:
+def written(pg_servers: PgServers) -> Iterator[Written]:
     """3000 live rows, with a forced 1C outage in the middle, written once for the read-only
-    shape tests; returns the DSN and the DB-time window of the writes."""
+    shape tests on the default PostgreSQL major (``pg`` is per module, this is per package);
+    returns the DSN and the DB-time window of the writes."""
+    pg = pg_servers.get(DEFAULT_MAJOR)
     name = f"t_traffic_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE freesport_template')
