@@ -117,8 +117,8 @@ def wait_for_session(session_id: int) -> str:
 
 def onec_problem(*, tries: int = 5, pause: float = 2.0, timeout: float = 5.0) -> str | None:
     """None when the 1C stand-in answers ``{"status": "ok"}``, else what went wrong last. Up to
-    ``tries`` requests ``pause`` seconds apart: a pool process spends 8 s or more on it while 1C
-    is out, which is why the worker falls behind during an outage."""
+    ``tries`` requests ``pause`` seconds apart: while 1C is out, each attempt of the import
+    holds a pool process for 8 s or more, as a real import waiting on 1C would."""
     problem = ""
     for attempt in range(tries):
         if attempt:

@@ -3,8 +3,9 @@
 One ``run_selective_import_task`` per customers import session the sync traffic opens (its task
 id is the session's ``celery_task_id``, as in the shop), and 0-3 ``send_verification_email`` a
 second at kombu's priority steps, so the Redis collector's priority sub-queues fill too. The
-real worker (:mod:`exporter.demo.celery_processes`) consumes them; while a 1C outage makes the
-imports retry, its two pool processes fall behind and the queue grows, then drains.
+real worker (:mod:`exporter.demo.celery_processes`) consumes them, prefetching up to 8 messages
+(Celery's default 4 per pool process, as in the shop), so the Redis lists stay short unless
+both pool processes are busy for a while.
 
 Publishing has a thread of its own: a Redis outage delays the Celery traffic, never the sync
 traffic, and an import not yet published is kept for the next try.
