@@ -141,6 +141,10 @@ def test_imports_follow_their_session_and_retry_while_1c_is_out(
     assert time.monotonic() - start < 10  # ...and stopping does not wait for it (cold shutdown)
     assert procs.worker is not None and procs.worker.returncode != -signal.SIGKILL
     assert still_running(celery) == []
+    logs = "".join(path.read_text() for path in (tmp_path / "logs").iterdir())
+    assert "Events of group" not in logs  # task events off, as the shop runs it
+    for secret in secrets(own_redis, db_dsn):
+        assert secret not in logs
 
 
 def started(procs: CeleryProcesses) -> list[psutil.Process]:
@@ -163,7 +167,7 @@ def still_running(procs: list[psutil.Process]) -> list[list[str]]:
 
 def assert_processes(procs: CeleryProcesses, redis: RedisServer, dsn: str) -> None:
     """The worker looks like the shop's to the process collector; beat does not; no secret is
-    on a command line."""
+    on a command line (nor, checked at the end, in their logs)."""
     assert procs.worker is not None and procs.beat is not None
     worker, beat = psutil.Process(procs.worker.pid), psutil.Process(procs.beat.pid)
     group = next(g for g in ProcessConfig().groups if g.name == "celery_worker")
@@ -175,9 +179,14 @@ def assert_processes(procs: CeleryProcesses, redis: RedisServer, dsn: str) -> No
         assert matches(" ".join(proc.cmdline()))
     assert not matches(" ".join(beat.cmdline()))
     shown = " ".join(" ".join(p.cmdline()) for p in (worker, *pool, beat))
-    for secret in (redis.password or "unset", psycopg.conninfo.conninfo_to_dict(dsn)["password"],
-                   ONEC_PASSWORD):
-        assert str(secret) not in shown
+    for secret in secrets(redis, dsn):
+        assert secret not in shown
+
+
+def secrets(redis: RedisServer, dsn: str) -> list[str]:
+    found = [redis.password, psycopg.conninfo.conninfo_to_dict(dsn).get("password"), ONEC_PASSWORD]
+    assert all(found)
+    return [str(s) for s in found]
 
 
 PARENT = """
