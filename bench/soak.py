@@ -5,7 +5,7 @@
 
 Why: exporters are known to creep to gigabytes over weeks (query-exporter#187, celery-exporter
 #263, postgres_exporter#363). This runs the whole demo stack (real PostgreSQL, Redis with a
-Celery worker stand-in, the 1C stand-in with its outage cycle, import processes, a log folder)
+real Celery worker and beat, the 1C stand-in with its outage cycle, import processes, a log folder)
 with the traffic model's clock at ``--speed`` times real time, starts
 ``customer-sync-exporter serve`` as a separate process (so its RSS is its own) and scrapes it
 every ``--scrape-interval``. Every ``--report-every`` it prints one ``[soak] elapsed=...`` line:
@@ -64,7 +64,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from exporter.config import Config, parse_duration
-from exporter.demo.celery_traffic import CELERY_QUEUE, CeleryTraffic
+from exporter.demo.celery_app import QUEUE as CELERY_QUEUE
+from exporter.demo.celery_processes import CeleryProcesses, CelerySettings
+from exporter.demo.celery_traffic import CeleryTraffic
 from exporter.demo.import_processes import ImportProcesses
 from exporter.demo.logfolder import LogFolder
 from exporter.demo.onec import OneCStandIn
@@ -268,16 +270,22 @@ def start_stack(plan: Plan, stack: Stack) -> tuple[str, TrafficSimulator, Path]:
     stack.stops.append(onec.stop)
     onec.start()
     folder = LogFolder(root / "logs")
-    celery = CeleryTraffic(redis_server.url(), random.Random(rng.getrandbits(64)), folder)
+    speed = plan.speed
+    # Beat's schedule and the imports' retries at the traffic's speed, so the worker keeps up.
+    settings = CelerySettings(redis_server.url(), dsn, onec.url, "exchange", onec_password,
+                              beat_speedup=60.0 * speed, retry_seconds=10.0 / speed)
+    workers = CeleryProcesses(settings, folder.path, root / "celery")
+    stack.stops.append(workers.stop)
+    workers.start()
+    celery = CeleryTraffic(redis_server.url(), random.Random(rng.getrandbits(64)))
     stack.stops.append(celery.stop)
     celery.start()
     imports = ImportProcesses(folder, random.Random(rng.getrandbits(64)))
     stack.stops.append(imports.stop)
-    speed = plan.speed
     traffic = TrafficSimulator(dsn, rng, rate=plan.rate, schedule=OUTAGE,
                                clock=lambda: time.monotonic() * speed)
-    traffic.on_outage.append(outage_switch(onec, celery))
-    traffic.on_batch.append(imports.on_batch)
+    traffic.on_outage.append(outage_switch(onec))
+    traffic.on_batch.extend([imports.on_batch, celery.on_batch])
     traffic.load_state()
     stack.stops.append(traffic.stop)
     traffic.start()

@@ -2,11 +2,12 @@
 exporter on top of it.
 
 Why: a new user should see every metric move without a shop. This starts a real PostgreSQL with
-the FREESPORT tables, a real Redis holding the Celery ``celery`` queue (and a stand-in worker
-process consuming it), the stand-in 1C HTTP service, a log folder that grows, and the traffic
-simulator (with a 1C outage every few minutes, which also switches the stand-in 1C into an
-outage), and runs the exporter against all of them. Ctrl-C or SIGTERM stops everything it
-started, children included, and exits 0.
+the FREESPORT tables, a real Redis as the Celery broker with a real ``celery worker`` and
+``celery beat`` running the demo's Celery app (the shop's task names), the stand-in 1C HTTP
+service, a log folder that grows, and the traffic simulator (with a 1C outage every few minutes,
+which also switches the stand-in 1C into an outage: the Celery imports then retry and fail), and
+runs the exporter against all of them, the celery collector included. Ctrl-C or SIGTERM stops
+everything it started, children included, and exits 0.
 
 Data live in a temporary directory removed at exit, unless ``--data-dir`` names one: then the
 database survives and the next run continues from it.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
@@ -31,7 +32,11 @@ from typing import TYPE_CHECKING
 import structlog
 
 from exporter.config import Config
-from exporter.demo.celery_traffic import CELERY_QUEUE, CeleryTraffic
+from exporter.demo.celery_app import APPLICATION_NAME as CELERY_APPLICATION_NAME
+from exporter.demo.celery_app import QUEUE as CELERY_QUEUE
+from exporter.demo.celery_processes import WORKER_COMMAND as CELERY_WORKER_COMMAND
+from exporter.demo.celery_processes import CeleryProcesses, CelerySettings
+from exporter.demo.celery_traffic import CeleryTraffic
 from exporter.demo.import_processes import ImportProcesses
 from exporter.demo.logfolder import LogFolder
 from exporter.demo.onec import Mode, OneCStandIn
@@ -39,7 +44,7 @@ from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.prometheus_stack import start_prometheus_stack
 from exporter.demo.redis import RedisServer
 from exporter.demo.stack import DemoStack
-from exporter.demo.traffic import OutageSchedule, TrafficSimulator
+from exporter.demo.traffic import Op, OutageSchedule, TrafficSimulator
 from exporter.http import parse_listen_address
 
 if TYPE_CHECKING:
@@ -62,25 +67,26 @@ def build_config(
             "synclog": {"enabled": True},
             "business": {"enabled": True},
             "postgres": {"enabled": True,
-                         "application_names": ["freesport-demo-traffic", "customer-sync-exporter"]},
+                         "application_names": ["freesport-demo-traffic", CELERY_APPLICATION_NAME,
+                                               "customer-sync-exporter"]},
             "redis": {"enabled": True, "url": redis_url, "queues": [CELERY_QUEUE]},
             "disk": {"enabled": True, "dirs": [{"name": "freesport_logs", "path": str(log_dir)}]},
             "onec": {"enabled": True, "url": onec.url, "username": onec.username,
                      "password": onec_password, "json_field": "status", "json_value": "ok"},
             "process": {"enabled": True},
+            "celery": {"enabled": True, "broker_url": redis_url, "inspect_interval": "10s"},
         },
     })
 
 
-def outage_switch(onec: OneCStandIn, celery: CeleryTraffic) -> Callable[[bool], None]:
+def outage_switch(onec: OneCStandIn) -> Callable[[bool], None]:
     """The traffic's outage callback: each outage breaks the 1C stand-in in the next way
-    (refused, HTTP 500, too slow, maintenance) and slows the Celery worker."""
+    (refused, HTTP 500, too slow, maintenance); the Celery imports find out by asking it."""
     modes = itertools.cycle(OUTAGE_MODES)
 
     def switch(active: bool) -> None:
         mode = next(modes) if active else Mode.OK
         onec.set_mode(mode)
-        celery.slow(active)
         log.info("1C stand-in mode", mode=str(mode))
 
     return switch
@@ -124,13 +130,14 @@ def _run(args: argparse.Namespace, stack: DemoStack, stop: threading.Event) -> i
     redis_server = _redis(stack)
     onec, onec_password = _onec(stack)
     folder = LogFolder(stack.data_dir / "logs")
-    celery = _celery(stack, redis_server.url(), random.Random(rng.getrandbits(64)), folder)
+    settings = CelerySettings(redis_server.url(), dsn, onec.url, onec.username or "", onec_password)
+    celery = _celery(stack, settings, random.Random(rng.getrandbits(64)), folder)
     imports = ImportProcesses(folder, random.Random(rng.getrandbits(64)))
     stack.started("imports", imports.stop)
     if stop.is_set():
         return 0
     _traffic(stack, TrafficSimulator(dsn, rng, rate=args.rate, schedule=OUTAGE),
-             outage_switch(onec, celery), imports)
+             outage_switch(onec), [imports.on_batch, celery.on_batch])
     config = build_config(dsn, redis_server.url(), onec, onec_password, folder.path)
     exporter = _exporter(stack, config, args.listen_address)
     if exporter is None:
@@ -172,19 +179,23 @@ def _onec(stack: DemoStack) -> tuple[OneCStandIn, str]:
 
 
 def _celery(
-    stack: DemoStack, url: str, rng: random.Random, folder: LogFolder
+    stack: DemoStack, settings: CelerySettings, rng: random.Random, folder: LogFolder
 ) -> CeleryTraffic:
-    celery = CeleryTraffic(url, rng, folder)
-    stack.started("celery", celery.stop)
+    """The worker and beat, then the traffic publishing to them (stopped first)."""
+    processes = CeleryProcesses(settings, folder.path, stack.data_dir / "celery")
+    stack.started("celery", processes.stop)
+    processes.start()
+    celery = CeleryTraffic(settings.broker_url, rng)
+    stack.started("celery traffic", celery.stop)
     return celery.start()
 
 
 def _traffic(
     stack: DemoStack, traffic: TrafficSimulator, on_outage: Callable[[bool], None],
-    imports: ImportProcesses,
+    on_batch: list[Callable[[Sequence[Op]], None]],
 ) -> None:
     traffic.on_outage.append(on_outage)
-    traffic.on_batch.append(imports.on_batch)
+    traffic.on_batch.extend(on_batch)
     traffic.load_state()
     stack.started("traffic", traffic.stop)
     traffic.start()
@@ -237,7 +248,9 @@ def banner(
         f"  1C stand-in:   {onec.url} (user exchange, password in"
         f" {data_dir / 'onec' / 'password'}); outage every {OUTAGE.every:g}s"
         f" for {OUTAGE.duration:g}s, first at {OUTAGE.first:g}s",
-        f"  Log folder:    {log_dir}",
+        f"  Celery:        worker and beat ({CELERY_WORKER_COMMAND}), broker and"
+        " results in the Redis above",
+        f"  Log folder:    {log_dir} (the worker's and beat's logs too)",
         *extra,
         f"  Data:          {data_dir} ({keep})",
         "Press Ctrl-C to stop.",

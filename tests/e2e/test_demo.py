@@ -1,6 +1,7 @@
 """``customer-sync-exporter demo`` as a user runs it: a real subprocess with real PostgreSQL,
-Redis, 1C stand-in and child processes; the metrics it serves pass ``promtool check metrics`` and
-move; SIGTERM stops it with exit code 0 and leaves no process behind.
+Redis, 1C stand-in, a real Celery worker and beat, and child processes; the metrics it serves
+pass ``promtool check metrics`` and move, the Celery ones too; SIGTERM stops it with exit code 0
+and leaves no process behind, the worker's pool processes included.
 The demo's parts are tested one by one in ``tests/exporter/demo/test_run.py``.
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,7 +81,7 @@ def test_demo_serves_clean_moving_metrics_and_stops_cleanly(
     first = wait_for_metrics(proc, port, output)
 
     success = samples(first, "customer_sync_exporter_collector_success", by="collector")
-    collectors = {"synclog", "business", "postgres", "redis", "disk", "onec", "process"}
+    collectors = {"synclog", "business", "postgres", "redis", "disk", "onec", "process", "celery"}
     assert set(success) == collectors
     assert samples(first, "process_resident_memory_bytes")[()] > 0
     assert samples(first, "customer_sync_exporter_build_info")
@@ -106,6 +108,8 @@ def test_demo_serves_clean_moving_metrics_and_stops_cleanly(
                            capture_output=True, timeout=30)
     assert (check.returncode, check.stdout + check.stderr) == (0, b"")
 
+    assert_celery_moves(port, data_dir, psutil.Process(proc.pid))
+
     children = psutil.Process(proc.pid).children(recursive=True)
     names = {c.name() for c in children}
     assert "redis-server" in names and "postgres" in names
@@ -121,3 +125,35 @@ def test_demo_serves_clean_moving_metrics_and_stops_cleanly(
         if p.info["ppid"] == proc.pid or str(data_dir) in cmdline:
             mentioning.append((p.info["pid"], cmdline))
     assert mentioning == []
+
+
+def succeeded(text: str) -> float:
+    """Celery task executions the exporter counted as succeeded, every task name together."""
+    return sum(v for (name, labels), v in samples(text).items()
+               if name == "customer_sync_celery_tasks_total" and ("state", "succeeded") in labels)
+
+
+def assert_celery_moves(port: int, data_dir: Path, demo: psutil.Process) -> None:
+    """Within a minute the real worker is up and its task counters move; the pool size is the
+    kernel's, and the exporter never counts more successes than the worker logged."""
+    worker = f"celery@{socket.gethostname()}"
+    end = time.monotonic() + 60
+    first: str | None = None
+    while True:
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=12).text
+        up = samples(text, "customer_sync_celery_worker_up", by="worker").get(worker)
+        # The pool size comes with the worker's answer to inspect stats (every 10 s, 1 s timeout).
+        pool = samples(text, "customer_sync_celery_worker_pool_processes", by="worker").get(worker)
+        if first is None and up == 1.0 and succeeded(text) > 0:
+            first = text
+        elif first is not None and succeeded(text) > succeeded(first) and pool is not None:
+            break
+        assert time.monotonic() < end, f"celery not moving in 60 s:\n{text[-3000:]}"
+        time.sleep(1.0)
+    assert samples(text, "customer_sync_exporter_collector_success", by="collector")["celery"] == 1
+    assert samples(text, "customer_sync_celery_worker_task_events_enabled", by="worker") == {
+        worker: 1.0}  # turned on by the exporter: the worker runs without -E, like the shop's
+    (main,) = [c for c in demo.children() if "worker" in c.cmdline() and "celery" in c.cmdline()]
+    assert pool == len(main.children()) == 2
+    logged = (data_dir / "logs" / "celery.log").read_text().count("] succeeded in ")
+    assert succeeded(text) <= logged

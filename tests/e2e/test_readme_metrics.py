@@ -20,9 +20,6 @@ from exporter.config import COLLECTOR_NAMES
 from exporter.demo.ports import free_port
 
 README = Path(__file__).resolve().parents[2] / "README.md"
-# The demo runs no real Celery worker yet (issue 14's second round): the celery rows say
-# "(conditional" until it does, and this set empties.
-NOT_IN_DEMO = {"celery"}
 ROW = re.compile(r"^\|\s*`([a-z_:][a-z0-9_:]*)`\s*\|\s*(\w*)\s*\|")
 
 
@@ -62,7 +59,7 @@ def test_readme_table_matches_a_live_scrape(tmp_path: Path) -> None:
     try:
         text = ""
         wanted = [f'customer_sync_exporter_collector_success{{collector="{c}"}} 1.0'
-                  for c in COLLECTOR_NAMES if c not in NOT_IN_DEMO]
+                  for c in COLLECTOR_NAMES]
         end = time.monotonic() + 90
         while time.monotonic() < end:
             try:

@@ -1,8 +1,8 @@
 """The live simulator: the model run in a thread at ``rate`` sync-log rows per second.
 
-A 1C outage comes every few minutes (callbacks switch the stand-in 1C server and slow the
-Celery worker), and a batch that cannot be written because the database went away is kept and
-written with the next one, so a restarted PostgreSQL loses no simulated traffic.
+A 1C outage comes every few minutes (callbacks switch the stand-in 1C server into it), and a
+batch that cannot be written because the database went away is kept and written with the next
+one, so a restarted PostgreSQL loses no simulated traffic.
 """
 
 from __future__ import annotations
