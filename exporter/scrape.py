@@ -53,12 +53,23 @@ class CollectorResult:
 @dataclass
 class _Runner:
     collector: Collector
+    # One thread per collector, for the collector's life. Single-flight means at most one run at
+    # a time, and a run abandoned at a deadline still holds it: the next scrape joins that run
+    # rather than starting another. The thread, and so glibc's malloc arena it allocates from,
+    # stays the same run after run (a shared pool moved runs across up to 14 threads and their
+    # arenas, and RSS crept by fragmentation; docs/soak.md).
+    executor: ThreadPoolExecutor = field(init=False)
     in_flight: Future[CollectorResult] | None = None
     last: CollectorResult | None = None
     last_success: float | None = None
     collections: int = 0
     recorded: int = 0  # the number (``collections``) of the last run whose result is in ``last``
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"collect-{self.collector.name}"
+        )
 
 
 class _Families:
@@ -112,11 +123,6 @@ class Scraper:
         self.scrape_timeout = scrape_timeout
         self.offset = offset
         self._runners = {c.name: _Runner(c) for c in collectors}
-        # One thread per collector is enough: single-flight means at most one run each at a time,
-        # plus headroom for runs abandoned at a deadline that are still finishing.
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(4, 2 * len(self._runners)), thread_name_prefix="collect"
-        )
         self._process = ProcessCollector(registry=None) if process_collector else None
         self._extra = extra
         self._shared: Future[ScrapeOutput] | None = None
@@ -195,8 +201,8 @@ class Scraper:
         with runner.lock:
             if runner.in_flight is None or runner.in_flight.done():
                 runner.collections += 1
-                runner.in_flight = self._pool.submit(self._run, runner, deadline,
-                                                     runner.collections)
+                runner.in_flight = runner.executor.submit(self._run, runner, deadline,
+                                                          runner.collections)
             return runner.in_flight, runner.collections
 
     def _run(self, runner: _Runner, deadline: Deadline, number: int) -> CollectorResult:
@@ -262,8 +268,8 @@ class Scraper:
         return [success, duration, last_success, failure, build]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
         for runner in self._runners.values():
+            runner.executor.shutdown(wait=False, cancel_futures=True)
             closer = getattr(runner.collector, "close", None)
             if callable(closer):
                 try:
