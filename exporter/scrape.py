@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
@@ -94,17 +94,17 @@ class ScrapeOutput:
         self._bodies: dict[tuple[str, bool], bytes] = {}
         self._lock = threading.Lock()
 
-    def encode(self, accept: str, gzipped: bool) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept)
+    def encode(self, encoder: Callable[[Any], bytes], content_type: str, gzipped: bool) -> bytes:
+        """The body in the format ``encoder`` writes (``content_type`` names it)."""
         key = (content_type, gzipped)
         with self._lock:
             body = self._bodies.get(key)
             if body is None:
-                body = encoder(_Families(self.families))  # type: ignore[arg-type]
+                body = encoder(_Families(self.families))
                 if gzipped:
                     body = gzip.compress(body, compresslevel=5)
                 self._bodies[key] = body
-        return body, content_type
+        return body
 
 
 class Scraper:

@@ -76,7 +76,6 @@ log = structlog.get_logger(__name__)
 CLIENT_CERT_OK = "exporter.client_cert_ok"
 """WSGI environ key: False when this connection lacks a required, verified client certificate."""
 
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
 BCRYPT_CACHE_SIZE = 100
 
 # --- value tables ----------------------------------------------------------------------------
