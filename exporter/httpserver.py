@@ -66,6 +66,7 @@ CLOSE_REASONS = ("header_timeout", "idle_timeout", "write_timeout", "tls_handsha
 RECV_BYTES = 16 * 1024
 LINGER_SECONDS = 1.0  # after an error answer: read and discard until the client closes
 LIMIT_LOG_INTERVAL = 60.0
+ACCEPT_PAUSE_SECONDS = 0.1
 FD_RESERVE = 64  # files and sockets the collectors, the pool and the logs may need
 
 
@@ -178,6 +179,8 @@ class HTTPServer:
         self._stopped.set()
         self._limit_logged_at = -LIMIT_LOG_INTERVAL
         self._limit_unlogged = 0
+        self._accept_paused_until = 0.0
+        self._accept_logged_at = -LIMIT_LOG_INTERVAL
 
     # --- the socketserver-like surface used by the service and the tests ---------------------
 
@@ -206,6 +209,7 @@ class HTTPServer:
                         self._on_ready(key.data, mask)
                 self._deliver_answers()
                 now = time.monotonic()
+                self._resume_accepting(now)
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + 0.25
@@ -246,8 +250,8 @@ class HTTPServer:
                 sock, peer = self.socket.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and the like: the listener stays, try again later
-                log.warning("accept failed", error=str(exc))
+            except OSError as exc:  # EMFILE and the like: pause, or the loop would spin on it
+                self._pause_accepting(exc)
                 return
             sock.setblocking(False)
             if len(self._conns) >= self.limits.max_connections and not self._make_room():
@@ -274,6 +278,22 @@ class HTTPServer:
             self._watch(conn, selectors.EVENT_READ)
             if conn.state is _State.HANDSHAKE:
                 self._handshake(conn)
+
+    def _pause_accepting(self, exc: OSError) -> None:
+        """Out of descriptors (or another accept failure): stop accepting for a moment, as Go's
+        server backs off; pending connections wait in the listen backlog meanwhile."""
+        self._selector.unregister(self.socket)
+        self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE_SECONDS
+        now = time.monotonic()
+        if now - self._accept_logged_at >= LIMIT_LOG_INTERVAL:
+            log.warning("accepting HTTP connections failed; pausing", error=str(exc),
+                        open_connections=len(self._conns))
+            self._accept_logged_at = now
+
+    def _resume_accepting(self, now: float) -> None:
+        if self._accept_paused_until and now >= self._accept_paused_until:
+            self._accept_paused_until = 0.0
+            self._selector.register(self.socket, selectors.EVENT_READ, None)
 
     def _make_room(self) -> bool:
         """Close the connection that has waited longest; False if all are running requests."""

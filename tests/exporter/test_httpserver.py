@@ -12,6 +12,8 @@ import contextlib
 import resource
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -422,3 +424,55 @@ def test_a_thousand_slow_clients_hold_no_threads_and_scrapes_stay_fast(start: An
     assert server_during <= 1 + Limits().request_threads
     assert peak_rss - rss_before < 48 * 2**20
     assert closed["header_timeout"] >= SLOW_CLIENTS
+
+
+SERVE_WITH_FEW_FDS = """
+import resource, sys, threading
+from exporter.http import make_http_server
+from exporter.httpserver import Limits
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Length", "3")])
+    return [b"ok\\n"]
+
+server = make_http_server("127.0.0.1:0", app, limits=Limits(max_connections=500))
+print(server.server_address[1], flush=True)
+threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+sys.stdin.read()
+"""
+
+
+def test_out_of_descriptors_the_server_pauses_instead_of_spinning() -> None:
+    """A connection limit above what ``ulimit -n`` allows: accept fails with EMFILE."""
+    proc = subprocess.Popen([sys.executable, "-c", SERVE_WITH_FEW_FDS], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    held: list[socket.socket] = []
+    try:
+        assert proc.stdout is not None
+        port = int(proc.stdout.readline())
+        held = [connect(port) for _ in range(100)]  # more than 64 descriptors
+        server = psutil.Process(proc.pid)
+        time.sleep(0.5)
+        before = sum(server.cpu_times()[:2])
+        time.sleep(1.0)
+        busy = sum(server.cpu_times()[:2]) - before
+        assert busy < 0.3, f"{busy:.2f} s of CPU in 1 s: the accept loop spins"
+        for sock in held:
+            sock.close()
+        assert wait_until(lambda: _served(port), 5.0)
+    finally:
+        for sock in held:
+            sock.close()
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+    assert "accepting HTTP connections failed; pausing" in out + err  # EMFILE did happen
+
+
+def _served(port: int) -> bool:
+    try:
+        return exchange(port, request("GET"), timeout=1.0).body == b"ok\n"
+    except OSError:
+        return False
