@@ -348,3 +348,21 @@ def test_q_zero_is_not_acceptable(serve: Any) -> None:
     assert om.headers["Content-Type"] == OPENMETRICS
     assert om.headers["Content-Encoding"] == "gzip"
     assert gzip.decompress(om.body).endswith(b"# EOF\n")
+
+
+def test_more_concurrent_scrapers_than_request_threads_all_get_answers(serve: Any) -> None:
+    slow = Slow("slowdep")
+    base = serve([slow], timeout=3.0)
+    results: list[int] = []
+
+    def scrape() -> None:
+        results.append(requests.get(f"{base}/metrics", timeout=10).status_code)
+
+    threads = [threading.Thread(target=scrape) for _ in range(40)]  # the server runs 16
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    slow.release.set()
+    for t in threads:
+        t.join()
+    assert results == [200] * 40  # the ones beyond 16 queued, none was refused
