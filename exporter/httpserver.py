@@ -35,31 +35,27 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import io
 import resource
 import selectors
 import socket
 import ssl
-import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import h11
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from exporter.webconfig import CLIENT_CERT_OK, WebConfigSource, WebSettings
+from exporter import wsgi
+from exporter.webconfig import WebConfigSource, WebSettings
+from exporter.wsgi import Peer, WSGIApp
 
 log = structlog.get_logger(__name__)
-
-WSGIApp = Callable[..., Iterable[bytes]]
 
 CLOSE_REASONS = ("header_timeout", "idle_timeout", "write_timeout", "tls_handshake",
                  "bad_request", "limit")
@@ -476,7 +472,9 @@ class HTTPServer:
     def _respond(self, conn: _Conn, request: h11.Request, has_body: bool) -> None:
         close = has_body  # a body we do not read: answer, then close
         try:
-            status, headers, body = self._call_app(conn, request)
+            host, port = self.server_address[:2]
+            peer = Peer(str(conn.peer[0]), str(host), int(port), conn.tls, conn.client_cert_ok)
+            status, headers, body = wsgi.call(self.app, wsgi.environ_for(request, peer))
             if request.method == b"HEAD":
                 body = b""
             code, _, phrase = status.partition(" ")
@@ -497,66 +495,6 @@ class HTTPServer:
             data, close = b"".join([*raw, b"\r\n", body]), True
         self._answers.append(_Answer(conn, data, close))
         self._wake()
-
-    def _call_app(self, conn: _Conn, request: h11.Request
-                  ) -> tuple[str, list[tuple[str, str]], bytes]:
-        answer: dict[str, Any] = {}
-        chunks: list[bytes] = []
-
-        def start_response(status: str, headers: list[tuple[str, str]],
-                           exc_info: Any = None) -> Callable[[bytes], None]:
-            if exc_info is not None and answer:
-                raise exc_info[1].with_traceback(exc_info[2])
-            answer["status"], answer["headers"] = status, list(headers)
-            return chunks.append
-
-        result = self.app(self._environ(conn, request), start_response)
-        try:
-            chunks.extend(result)
-        finally:
-            closer = getattr(result, "close", None)
-            if callable(closer):
-                closer()
-        return answer["status"], answer["headers"], b"".join(chunks)
-
-    def _environ(self, conn: _Conn, request: h11.Request) -> dict[str, Any]:
-        target = request.target.decode("latin-1")
-        if not target.startswith("/") and target != "*":
-            parts = urlsplit(target)  # absolute form: GET http://host/metrics
-            path, query = parts.path or "/", parts.query
-        else:
-            path, _, query = target.partition("?")
-        host, port = self.server_address[:2]
-        environ: dict[str, Any] = {
-            "REQUEST_METHOD": request.method.decode("ascii"),
-            "SCRIPT_NAME": "",
-            "PATH_INFO": unquote(path, encoding="latin-1"),
-            "QUERY_STRING": query,
-            "SERVER_NAME": str(host),
-            "SERVER_PORT": str(port),
-            "SERVER_PROTOCOL": "HTTP/" + request.http_version.decode("ascii"),
-            "REMOTE_ADDR": str(conn.peer[0]),
-            "wsgi.version": (1, 0),
-            "wsgi.url_scheme": "https" if conn.tls else "http",
-            "wsgi.input": io.BytesIO(b""),
-            "wsgi.errors": sys.stderr,
-            "wsgi.multithread": True,
-            "wsgi.multiprocess": False,
-            "wsgi.run_once": False,
-            CLIENT_CERT_OK: conn.client_cert_ok,
-        }
-        if conn.tls:
-            environ["HTTPS"] = "on"
-        for raw_name, raw_value in request.headers:
-            name = raw_name.decode("latin-1")
-            if "_" in name:  # X_Foo would pose as X-Foo in the environ: dropped, as gunicorn does
-                continue
-            key = name.upper().replace("-", "_")
-            if key not in ("CONTENT_TYPE", "CONTENT_LENGTH"):
-                key = "HTTP_" + key
-            value = raw_value.decode("latin-1")
-            environ[key] = f"{environ[key]},{value}" if key in environ else value
-        return environ
 
     # --- writing the answer (back in the selector thread) -------------------------------------
 
