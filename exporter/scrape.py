@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.collector import Collector, CollectorError, Deadline, Reason
+from exporter.memory import MallocTrimmer
 
 log = structlog.get_logger(__name__)
 
@@ -118,13 +119,16 @@ class Scraper:
         offset: float = HEADER_OFFSET_SECONDS,
         process_collector: bool = True,
         extra: Callable[[], list[Metric]] | None = None,
+        trimmer: MallocTrimmer | None = None,
     ) -> None:
-        """``extra`` adds families that are not a collector's (the config reload status)."""
+        """``extra`` adds families that are not a collector's (the config reload status);
+        ``trimmer`` gives free heap pages back after a scrape (see :mod:`exporter.memory`)."""
         self.scrape_timeout = scrape_timeout
         self.offset = offset
         self._runners = {c.name: _Runner(c) for c in collectors}
         self._process = ProcessCollector(registry=None) if process_collector else None
         self._extra = extra
+        self._trimmer = trimmer
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
 
@@ -163,6 +167,8 @@ class Scraper:
             running.set_exception(exc)
             raise
         running.set_result(output)
+        if self._trimmer is not None:
+            self._trimmer.maybe_trim()  # this scrape's garbage is freed by now
         return output
 
     def scrape(self, deadline: Deadline) -> list[Metric]:

@@ -18,6 +18,7 @@ from exporter.db import Database
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.httpserver import ConnectionStats
 from exporter.logs import MASKER
+from exporter.memory import MallocTrimmer
 from exporter.reload import ReloadStatus
 from exporter.scrape import Scraper
 
@@ -87,6 +88,7 @@ class Exporter:
     health_without_auth: bool = False
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
     http_stats: ConnectionStats = field(default_factory=ConnectionStats)
+    trimmer: MallocTrimmer = field(default_factory=MallocTrimmer)
     db: Database | None = field(init=False, default=None)
     scraper: Scraper = field(init=False)
     server: Any = field(init=False)
@@ -108,7 +110,7 @@ class Exporter:
         MASKER.add(_secrets(config))
         db = Database(config.database) if config.database is not None else None
         scraper = Scraper(build_collectors(config, db), config.scrape_timeout,
-                          extra=self._extra_families)
+                          extra=self._extra_families, trimmer=self.trimmer)
         return db, scraper
 
     def _extra_families(self) -> list[Metric]:

@@ -350,6 +350,30 @@ def test_slow_tls_handshakes_hold_no_thread_and_time_out(start: Any, tmp_path: P
             sock.close()
 
 
+def test_a_large_answer_over_tls_arrives_whole_to_a_slow_reader(start: Any, tmp_path: Path) -> None:
+    ca = make_ca("Exporter Test CA")
+    issue(ca, "exporter").write(tmp_path, "server")
+    atomic_write(tmp_path / "web.yml", "tls_server_config:\n  cert_file: server.crt\n"
+                                       "  key_file: server.key\n")
+    big = bytes(range(256)) * (8 * 1024)  # 2 MiB: many TLS records, many partial writes
+
+    def bulky(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        start_response("200 OK", [("Content-Length", str(len(big)))])
+        return [big]
+
+    s = start(bulky, web_config_file=tmp_path / "web.yml")
+    ctx = ssl.create_default_context(cadata=ca.cert_pem)
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    raw.settimeout(10)
+    raw.connect(("127.0.0.1", s.port))
+    with Client(ctx.wrap_socket(raw, server_hostname="127.0.0.1")) as tls:
+        for path in ("/one", "/two"):  # and the connection stays usable after it
+            tls.send(request("GET", path))
+            time.sleep(0.2)  # let the server fill the buffers and wait for us
+            assert tls.answer().body == big
+
+
 # --- a thousand slow clients -------------------------------------------------------------------
 
 SLOW_CLIENTS = 1000
