@@ -23,7 +23,7 @@ Verdict (exit 1 on any failure, 0 otherwise, 2 for bad arguments):
 * warm-up ends at ``--warmup`` (default: the longer of 20 % of the run and the longest window,
   i.e. the time the longest window needs to fill); it must end within the first third;
 * RSS: the median of the per-scrape RSS samples in the last report interval may exceed the
-  median in the report interval that ends warm-up by at most ``--rss-slack`` (5 %);
+  median in the report interval that ends warm-up by at most ``--rss-slack`` (3 %);
 * fds, DB connections, series: the maximum over the last third of the run may exceed the maximum
   over the middle third by at most a small slack (2 fds, 1 connection, 2 % of the series);
 * DB connections never exceed the pool size plus the start-up pass's own connection;
@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import platform
 import random
 import re
 import shutil
@@ -141,8 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Plan:
                    help="end of warm-up (default: max(20%% of the run, the longest window))")
     p.add_argument("--retention", default=None,
                    help="delete log rows older than this (default: twice the longest window)")
-    p.add_argument("--rss-slack", type=float, default=0.05,
-                   help="allowed RSS growth after warm-up, as a ratio (default 0.05)")
+    p.add_argument("--rss-slack", type=float, default=0.03,
+                   help="allowed RSS growth after warm-up, as a ratio (default 0.03)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--keep", action="store_true", help="keep the data directory")
     a = p.parse_args(argv)
@@ -232,6 +233,15 @@ def exporter_config(
     path = root / "exporter.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     return path
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def _die_with_parent() -> None:
@@ -389,6 +399,32 @@ def report_line(elapsed: float, window: list[Sample], log_rows: int) -> str:
     )
 
 
+def figures(plan: Plan, samples: list[Sample]) -> list[str]:
+    """The run in a few lines, for the record: RSS at start, end of warm-up, end; the range of
+    every other figure after warm-up."""
+    if not samples:
+        return ["[soak] figures: no samples"]
+    r = plan.report_every
+    warm = [s.rss for s in samples if plan.warmup - r < s.t <= plan.warmup] or [samples[0].rss]
+    end = [s.rss for s in samples if s.t > samples[-1].t - r]
+    after = [s for s in samples if s.t > plan.warmup and s.ok] or samples
+    base, last = statistics.median(warm), statistics.median(end)
+
+    def span(name: str) -> str:
+        values = [getattr(s, name) for s in after]
+        return f"{name}={min(values)}..{max(values)}"
+
+    times = sorted(s.scrape_s for s in samples if s.ok)
+    return [
+        f"[soak] figures: rss_mib start={samples[0].rss / 2**20:.1f} "
+        f"warmup_end={base / 2**20:.1f} end={last / 2**20:.1f} "
+        f"peak={max(s.rss for s in after) / 2**20:.1f} growth_after_warmup={last / base - 1:+.2%}",
+        f"[soak] figures after warm-up: {span('fds')} {span('db_conns')} {span('series')} "
+        f"scrape_p50_ms={pct(times, 0.5) * 1000:.1f} scrape_p99_ms={pct(times, 0.99) * 1000:.1f}"
+        if times else "[soak] figures after warm-up: no successful scrape",
+    ]
+
+
 # --- the verdict -------------------------------------------------------------------------------
 
 
@@ -503,7 +539,11 @@ def soak(plan: Plan, stop: threading.Event) -> int:
         say(f"[soak] plan: duration={label(plan.duration)} speed={plan.speed:g}x "
             f"rate={plan.rate * plan.speed:g} rows/s windows={','.join(map(label, plan.windows))}"
             f" warm-up={label(plan.warmup)} retention={label(plan.retention)} "
-            f"scrape every {label(plan.scrape_interval)} seed={plan.seed} data={root}")
+            f"scrape every {label(plan.scrape_interval)} rss-slack={plan.rss_slack:.0%} "
+            f"seed={plan.seed} data={root}")
+        say(f"[soak] python={platform.python_version()} libc={'-'.join(platform.libc_ver())} "
+            f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset: the exporter sets 2)')}"
+            f" commit={_commit()}")
         dsn, traffic, config = start_stack(plan, stack)
         proc, port = start_exporter(root, config)
         exit_code: list[int | None] = [None]
@@ -560,7 +600,7 @@ def soak(plan: Plan, stop: threading.Event) -> int:
         say(f"[soak] summary: {len(samples)} scrapes in {label(plan.duration)}, "
             f"{traffic.totals.log_rows} rows written ({traffic.totals.log_rows / plan.duration:.0f}"
             f"/s), {deleted} deleted by retention, traffic write failures {traffic.failures}")
-        for line in verdict.lines:
+        for line in [*figures(plan, samples), *verdict.lines]:
             say(line)
         if verdict.failures:
             tail = (root / "exporter.log").read_text(errors="replace")[-3000:]

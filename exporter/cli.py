@@ -202,6 +202,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from exporter.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread exists: see exporter/memory.py
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {"serve", "check-config", "check", "demo"}
     if not argv or (argv[0] not in commands and argv[0] not in {"-h", "--help", "--version"}):

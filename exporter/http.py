@@ -1,42 +1,47 @@
 """The HTTP face: ``/metrics``, a landing page, and health endpoints for container probes.
 
-Exposition (text or OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``) is done by
-prometheus_client's own encoders, exactly as its ``make_wsgi_app`` does. TLS, client
-certificates, basic auth and security headers come from an optional exporter-toolkit web config
-(:mod:`exporter.webconfig`).
+Exposition is done by prometheus_client's own encoders; which format (text or OpenMetrics, by
+``Accept``) and whether gzip (by ``Accept-Encoding``) is decided by :mod:`exporter.negotiate`,
+q-values honoured. Every path answers ``GET`` and ``HEAD``; ``OPTIONS`` answers ``200`` with
+``Allow`` (as client_python's ``make_wsgi_app`` does); any other method, ``POST`` and a lowercase
+``get`` included (methods are case-sensitive, RFC 9110 §9.1), gets ``405`` with ``Allow``.
+
+``HEAD /metrics`` is cheap: it answers the headers a ``GET`` would get (Content-Type, and
+Content-Encoding when gzip was negotiated) without running a scrape, so without Content-Length,
+which only the scrape could tell (RFC 9110 §9.3.2 lets a server omit it). ``HEAD`` on the other
+paths is their ``GET`` without the body.
+
+TLS, client certificates, basic auth and security headers come from an optional exporter-toolkit
+web config (:mod:`exporter.webconfig`); the server itself, its timeouts and its limits are in
+:mod:`exporter.httpserver`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import html
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
-from socketserver import ThreadingMixIn
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import structlog
 
 from exporter import __version__
 from exporter.collector import Deadline
+from exporter.httpserver import ConnectionStats, HTTPServer, Limits, bind
+from exporter.negotiate import choose_format, gzip_accepted
 from exporter.scrape import Scraper
-from exporter.web import (
-    CLIENT_CERT_OK,
-    HANDSHAKE_TIMEOUT_SECONDS,
-    WebConfigGate,
-    WebConfigSource,
-)
+from exporter.web import WebConfigGate, WebConfigSource
 
 log = structlog.get_logger(__name__)
 
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
+
+PATHS = frozenset({"/metrics", "/", "/health/live", "/health/ready"})
+ALLOW = "GET, HEAD, OPTIONS"
 
 
 class ExporterApp:
@@ -50,13 +55,27 @@ class ExporterApp:
         try:
             return self._route(environ, start_response)
         except Exception:
-            # Logged by us (JSON, secrets masked), not printed raw to stderr by wsgiref.
+            # Logged by us (JSON, secrets masked), with the path, then answered 500.
             log.exception("request failed", path=str(environ.get("PATH_INFO", "")))
             return self._respond(start_response, "500 Internal Server Error",
                                  "text/plain; charset=utf-8", b"Internal Server Error\n")
 
     def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if path not in PATHS and not (path == "*" and method == "OPTIONS"):
+            return self._respond(start_response, "404 Not Found", "text/plain; charset=utf-8",
+                                 b"Not Found\n")
+        if method == "OPTIONS":
+            start_response("200 OK", [("Allow", ALLOW), ("Content-Length", "0")])
+            return [b""]
+        if method not in ("GET", "HEAD"):
+            body = f"Method Not Allowed: {ALLOW} only\n".encode()
+            start_response("405 Method Not Allowed", [
+                ("Allow", ALLOW), ("Content-Type", "text/plain; charset=utf-8"),
+                ("Content-Length", str(len(body))),
+            ])
+            return [body]
         if path == "/metrics":
             return self._metrics(environ, start_response)
         if path == "/":
@@ -64,23 +83,24 @@ class ExporterApp:
                                  self._landing().encode())
         if path == "/health/live":
             return self._json(start_response, 200, {"status": "ok"})
-        if path == "/health/ready":
-            return self._ready(start_response)
-        return self._respond(start_response, "404 Not Found", "text/plain; charset=utf-8",
-                             b"Not Found\n")
+        return self._ready(start_response)
 
     def _metrics(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        encoder, content_type = choose_format(environ.get("HTTP_ACCEPT"))
+        gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING"))
+        headers = [("Content-Type", content_type)]
+        if gzipped:
+            headers.append(("Content-Encoding", "gzip"))
+        if environ.get("REQUEST_METHOD") == "HEAD":  # no scrape: see the module docstring
+            start_response("200 OK", headers)
+            return [b""]
         header = environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS")
         try:
             header_timeout = float(header) if header else None
         except ValueError:
             header_timeout = None
         output = self.scraper.scrape_shared(self.scraper.deadline_for(header_timeout))
-        gzipped = "gzip" in environ.get("HTTP_ACCEPT_ENCODING", "")
-        body, content_type = output.encode(environ.get("HTTP_ACCEPT", ""), gzipped)
-        headers = [("Content-Type", content_type)]
-        if gzipped:
-            headers.append(("Content-Encoding", "gzip"))
+        body = output.encode(encoder, content_type, gzipped)
         start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
@@ -157,96 +177,15 @@ def parse_listen_address(address: str) -> tuple[str, int]:
 HEALTH_PATHS = frozenset({"/health/live", "/health/ready"})
 
 
-@dataclass(frozen=True)
-class _Connection:
-    tls: bool = False
-    client_cert_ok: bool = True
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def get_environ(self) -> dict[str, Any]:
-        environ = super().get_environ()
-        conn = getattr(self.server, "connection", _Connection)()
-        if conn.tls:
-            environ["HTTPS"] = "on"  # wsgi.url_scheme becomes https
-        environ[CLIENT_CERT_OK] = conn.client_cert_ok
-        return environ
-
-
-class _ThreadingServer(ThreadingMixIn, WSGIServer):
-    """Threaded WSGI server; with a web config, each new connection gets the TLS context in force
-    at accept time, and its handshake runs in the connection's own thread."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-    # socketserver listens with a backlog of 5: a burst of scrapers and probes overflows it, the
-    # kernel drops their SYNs and each retries a second later (late scrapes). Go servers use
-    # somaxconn; the kernel caps this at net.core.somaxconn anyway.
-    request_queue_size = 1024
-    web: WebConfigSource | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._local = threading.local()
-
-    @property
-    def tls_enabled(self) -> bool:
-        return self.web is not None and self.web.tls_enabled
-
-    def connection(self) -> _Connection:
-        """What the TLS layer established for the connection this thread is serving."""
-        conn: _Connection = getattr(self._local, "conn", _Connection())
-        return conn
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        settings = self.web.current() if self.web is not None else None
-        if settings is None or settings.tls is None:
-            self._local.conn = _Connection()
-            super().finish_request(request, client_address)
-            return
-        try:
-            request.settimeout(HANDSHAKE_TIMEOUT_SECONDS)
-            conn = settings.tls.wrap_socket(request, server_side=True)
-            conn.settimeout(None)
-        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-            log.debug("TLS handshake failed", client=str(client_address[0]), error=str(exc))
-            return
-        try:
-            cert_ok = settings.client_cert_ok(conn)
-            if not cert_ok and not (self.web is not None and self.web.health_without_auth):
-                log.debug("client certificate not allowed", client=str(client_address[0]))
-                return
-            self._local.conn = _Connection(tls=True, client_cert_ok=cert_ok)
-            super().finish_request(conn, client_address)
-        finally:
-            self._local.conn = _Connection()
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_WR)
-            conn.close()
-
-
-class _DualStackServer(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-    def server_bind(self) -> None:
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
-
-
-class _IPv6Server(_ThreadingServer):
-    address_family = socket.AF_INET6
-
-
 def make_http_server(
     address: str,
     app: Callable[..., Any],
     *,
     web_config_file: str | Path | None = None,
     health_without_auth: bool = False,
-) -> WSGIServer:
+    limits: Limits | None = None,
+    stats: ConnectionStats | None = None,
+) -> HTTPServer:
     """Bind ``address``. With ``web_config_file`` (exporter-toolkit format), serve TLS and/or
     basic auth as it says; raises :class:`WebConfigError` when that file is unusable.
     ``health_without_auth`` keeps ``/health/live`` and ``/health/ready`` open for probes."""
@@ -254,23 +193,11 @@ def make_http_server(
     if web_config_file is not None:
         web = WebConfigSource(web_config_file, health_without_auth=health_without_auth)
         app = WebConfigGate(app, web, HEALTH_PATHS if health_without_auth else ())
-    server = _bind(address, app)
-    server.web = web
-    return server
+    return HTTPServer(bind(*parse_listen_address(address)), app, web=web, limits=limits,
+                      stats=stats)
 
 
-def _bind(address: str, app: Callable[..., Any]) -> _ThreadingServer:
-    host, port = parse_listen_address(address)
-    if host == "":
-        try:
-            return make_server("::", port, app, _DualStackServer, _QuietHandler)
-        except OSError:
-            host = "0.0.0.0"
-    server_class = _IPv6Server if ":" in host else _ThreadingServer
-    return make_server(host, port, app, server_class, _QuietHandler)
-
-
-def serve_in_thread(server: WSGIServer, poll_interval: float = 0.5) -> threading.Thread:
+def serve_in_thread(server: HTTPServer, poll_interval: float = 0.5) -> threading.Thread:
     """Serve in a daemon thread; ``shutdown()`` returns within ``poll_interval``."""
     thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), name="http",
                               daemon=True)

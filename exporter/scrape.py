@@ -17,14 +17,15 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
-from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.collector import Collector, CollectorError, Deadline, Reason
+from exporter.memory import MallocTrimmer
 
 log = structlog.get_logger(__name__)
 
@@ -53,12 +54,23 @@ class CollectorResult:
 @dataclass
 class _Runner:
     collector: Collector
+    # One thread per collector, for the collector's life. Single-flight means at most one run at
+    # a time, and a run abandoned at a deadline still holds it: the next scrape joins that run
+    # rather than starting another. The thread, and so glibc's malloc arena it allocates from,
+    # stays the same run after run (a shared pool moved runs across up to 14 threads and their
+    # arenas, and RSS crept by fragmentation; docs/soak.md).
+    executor: ThreadPoolExecutor = field(init=False)
     in_flight: Future[CollectorResult] | None = None
     last: CollectorResult | None = None
     last_success: float | None = None
     collections: int = 0
     recorded: int = 0  # the number (``collections``) of the last run whose result is in ``last``
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"collect-{self.collector.name}"
+        )
 
 
 class _Families:
@@ -83,17 +95,17 @@ class ScrapeOutput:
         self._bodies: dict[tuple[str, bool], bytes] = {}
         self._lock = threading.Lock()
 
-    def encode(self, accept: str, gzipped: bool) -> tuple[bytes, str]:
-        encoder, content_type = choose_encoder(accept)
+    def encode(self, encoder: Callable[[Any], bytes], content_type: str, gzipped: bool) -> bytes:
+        """The body in the format ``encoder`` writes (``content_type`` names it)."""
         key = (content_type, gzipped)
         with self._lock:
             body = self._bodies.get(key)
             if body is None:
-                body = encoder(_Families(self.families))  # type: ignore[arg-type]
+                body = encoder(_Families(self.families))
                 if gzipped:
                     body = gzip.compress(body, compresslevel=5)
                 self._bodies[key] = body
-        return body, content_type
+        return body
 
 
 class Scraper:
@@ -107,18 +119,16 @@ class Scraper:
         offset: float = HEADER_OFFSET_SECONDS,
         process_collector: bool = True,
         extra: Callable[[], list[Metric]] | None = None,
+        trimmer: MallocTrimmer | None = None,
     ) -> None:
-        """``extra`` adds families that are not a collector's (the config reload status)."""
+        """``extra`` adds families that are not a collector's (the config reload status);
+        ``trimmer`` gives free heap pages back after a scrape (see :mod:`exporter.memory`)."""
         self.scrape_timeout = scrape_timeout
         self.offset = offset
         self._runners = {c.name: _Runner(c) for c in collectors}
-        # One thread per collector is enough: single-flight means at most one run each at a time,
-        # plus headroom for runs abandoned at a deadline that are still finishing.
-        self._pool = ThreadPoolExecutor(
-            max_workers=max(4, 2 * len(self._runners)), thread_name_prefix="collect"
-        )
         self._process = ProcessCollector(registry=None) if process_collector else None
         self._extra = extra
+        self._trimmer = trimmer
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
 
@@ -157,6 +167,8 @@ class Scraper:
             running.set_exception(exc)
             raise
         running.set_result(output)
+        if self._trimmer is not None:
+            self._trimmer.maybe_trim()  # this scrape's garbage is freed by now
         return output
 
     def scrape(self, deadline: Deadline) -> list[Metric]:
@@ -195,8 +207,8 @@ class Scraper:
         with runner.lock:
             if runner.in_flight is None or runner.in_flight.done():
                 runner.collections += 1
-                runner.in_flight = self._pool.submit(self._run, runner, deadline,
-                                                     runner.collections)
+                runner.in_flight = runner.executor.submit(self._run, runner, deadline,
+                                                          runner.collections)
             return runner.in_flight, runner.collections
 
     def _run(self, runner: _Runner, deadline: Deadline, number: int) -> CollectorResult:
@@ -262,8 +274,8 @@ class Scraper:
         return [success, duration, last_success, failure, build]
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
         for runner in self._runners.values():
+            runner.executor.shutdown(wait=False, cancel_futures=True)
             closer = getattr(runner.collector, "close", None)
             if callable(closer):
                 try:

@@ -10,12 +10,15 @@ from types import FrameType
 from typing import Any
 
 import structlog
+from prometheus_client.core import Metric
 
 from exporter.collector import Collector
 from exporter.config import DB_COLLECTORS, Config
 from exporter.db import Database
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
+from exporter.httpserver import ConnectionStats
 from exporter.logs import MASKER
+from exporter.memory import MallocTrimmer
 from exporter.reload import ReloadStatus
 from exporter.scrape import Scraper
 
@@ -92,6 +95,8 @@ class Exporter:
     web_config_file: str | None = None
     health_without_auth: bool = False
     reload_status: ReloadStatus = field(default_factory=ReloadStatus)
+    http_stats: ConnectionStats = field(default_factory=ConnectionStats)
+    trimmer: MallocTrimmer = field(default_factory=MallocTrimmer)
     db: Database | None = field(init=False, default=None)
     scraper: Scraper = field(init=False)
     server: Any = field(init=False)
@@ -102,7 +107,7 @@ class Exporter:
         try:
             self.server = make_http_server(
                 self.listen_address, self.app, web_config_file=self.web_config_file,
-                health_without_auth=self.health_without_auth,
+                health_without_auth=self.health_without_auth, stats=self.http_stats,
             )
         except BaseException:
             self._close(self.db, self.scraper)
@@ -113,8 +118,12 @@ class Exporter:
         MASKER.add(_secrets(config))
         db = Database(config.database) if config.database is not None else None
         scraper = Scraper(build_collectors(config, db), config.scrape_timeout,
-                          extra=self.reload_status.families)
+                          extra=self._extra_families, trimmer=self.trimmer)
         return db, scraper
+
+    def _extra_families(self) -> list[Metric]:
+        """The families that are no collector's: config reloads and the HTTP server."""
+        return [*self.reload_status.families(), *self.http_stats.families()]
 
     def apply(self, config: Config) -> None:
         """Swap in a new config: new collectors and pool; the HTTP server keeps serving."""

@@ -21,14 +21,13 @@ key here; the CLI flag ``--web.health-without-auth`` opens ``/health/live`` and
 ``/health/ready`` (see :mod:`.gate`).
 """
 
-from exporter.web.gate import CLIENT_CERT_OK, HANDSHAKE_TIMEOUT_SECONDS, WebConfigGate
+from exporter.web.gate import CLIENT_CERT_OK, WebConfigGate
 from exporter.web.schema import WebConfigError
 from exporter.web.settings import WebSettings, load_web_config
 from exporter.web.source import WebConfigSource
 
 __all__ = [
     "CLIENT_CERT_OK",
-    "HANDSHAKE_TIMEOUT_SECONDS",
     "WebConfigError",
     "WebConfigGate",
     "WebConfigSource",

@@ -29,7 +29,6 @@ from exporter.web.source import WebConfigSource
 CLIENT_CERT_OK = "exporter.client_cert_ok"
 """WSGI environ key: False when this connection lacks a required, verified client certificate."""
 
-HANDSHAKE_TIMEOUT_SECONDS = 10.0
 BCRYPT_CACHE_SIZE = 100
 
 StartResponse = Callable[..., Any]

@@ -43,7 +43,7 @@ def test_short_soak_passes_with_parseable_reports_and_cleans_up() -> None:
         [sys.executable, str(REPO / "bench" / "soak.py"), "--duration", "60s",
          "--report-every", "10s", "--windows", "3s,6s,12s", "--seed", "3",
          # In its first minute the allocator is still settling: every run measured grew 2.9-3.0 %
-         # between 12 s and 60 s. The 5 % verdict belongs to the 30-minute run (docs/soak.md);
+         # between 12 s and 60 s. The 3 % verdict belongs to the long run (docs/soak.md);
          # here the rules' wiring is what is checked (and the tests below prove they can fail).
          "--rss-slack", "0.08"],
         capture_output=True, text=True, timeout=150, cwd=REPO,
@@ -72,6 +72,10 @@ def test_short_soak_passes_with_parseable_reports_and_cleans_up() -> None:
                          out, re.M), out
     totals = re.search(r"operations_total: (\d+), rows the traffic wrote: (\d+)", out)
     assert totals is not None and totals.group(1) == totals.group(2) == str(written)
+    assert re.search(r"^\[soak\] figures: rss_mib start=[\d.]+ warmup_end=[\d.]+ end=[\d.]+ "
+                     r"peak=[\d.]+ growth_after_warmup=[+-][\d.]+%$", out, re.M), out
+    assert re.search(r"^\[soak\] figures after warm-up: fds=\d+\.\.\d+ db_conns=\d+\.\.\d+ "
+                     r"series=\d+\.\.\d+ scrape_p50_ms=[\d.]+ scrape_p99_ms=[\d.]+$", out, re.M), out
     assert "[soak] FAIL" not in out
     assert out.rstrip().endswith("[soak] result: PASS")
 
@@ -116,7 +120,7 @@ def test_rss_growth_over_the_slack_fails(soak: ModuleType) -> None:
     # +60 KiB a second is +14 MiB (14 %) between the end of warm-up (60 s) and the end (300 s).
     failures = judge(soak, samples(soak, 300, rss=60 * 1024))
     assert len(failures) == 1 and failures[0].startswith("RSS:"), failures
-    # +10 KiB a second is +2.3 %: inside the 5 % slack.
+    # +10 KiB a second is +2.3 %: inside the 3 % slack.
     assert judge(soak, samples(soak, 300, rss=10 * 1024)) == []
 
 
@@ -143,6 +147,9 @@ def test_auto_windows_and_warmup(soak: ModuleType) -> None:
     plan = soak.parse_args([])
     assert [soak.label(w) for w in plan.windows] == ["15s", "3m", "6m"]
     assert plan.warmup == 360 and plan.retention == 720
+    two_hours = soak.parse_args(["--duration", "2h"])  # the issue's long run
+    assert [soak.label(w) for w in two_hours.windows] == ["15s", "3m", "24m"]
+    assert two_hours.warmup == 24 * 60 and two_hours.rss_slack == 0.03
     long = soak.parse_args(["--duration", "6h"])
     assert [soak.label(w) for w in long.windows] == ["15s", "3m", "1h12m"]  # 24h / 20
     with pytest.raises(SystemExit):  # a 60 s run cannot fill a 3 m window in its first third

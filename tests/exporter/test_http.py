@@ -17,14 +17,17 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as parse_openmetrics,
 )
 from prometheus_client.parser import text_string_to_metric_families as parse_text
+from structlog.testing import capture_logs
 
 from exporter.collector import CollectorError, Deadline, Reason, dependency_up
 from exporter.http import ExporterApp, make_http_server, parse_listen_address, serve_in_thread
 from exporter.scrape import Scraper
+from tests.raw_http import exchange, request
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -248,3 +251,118 @@ def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_address_rejects(address: str) -> None:
     with pytest.raises(ValueError, match="invalid listen address"):
         parse_listen_address(address)
+
+
+# --- methods, HEAD and negotiation over raw sockets ------------------------------------------
+
+ALLOW = "GET, HEAD, OPTIONS"
+
+
+def port_of(base: str) -> int:
+    return int(base.rsplit(":", 1)[1])
+
+
+def test_head_metrics_answers_headers_without_a_body_or_a_scrape(serve: Any) -> None:
+    fixed = Fixed("alpha", gauge=1.0, counter=1.0)
+    port = port_of(serve([fixed]))
+    plain = exchange(port, request("HEAD"), method="HEAD")
+    assert (plain.status, plain.version) == (200, 11)
+    assert plain.headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
+    assert plain.headers["Content-Encoding"] is None
+    assert plain.headers["Content-Length"] is None  # only the scrape could tell
+    assert plain.body == b""
+    negotiated = exchange(port, request("HEAD", headers={
+        "Accept": "application/openmetrics-text", "Accept-Encoding": "gzip"}), method="HEAD")
+    assert negotiated.headers["Content-Type"] == OPENMETRICS
+    assert negotiated.headers["Content-Encoding"] == "gzip"
+    assert fixed.calls == 0  # no collection ran
+
+
+@pytest.mark.parametrize("path", ["/", "/health/live", "/health/ready"])
+def test_head_elsewhere_is_get_without_the_body(serve: Any, path: str) -> None:
+    port = port_of(serve([Fixed("alpha", gauge=1.0, counter=1.0)]))
+    get = exchange(port, request("GET", path))
+    head = exchange(port, request("HEAD", path), method="HEAD")
+    assert head.status == get.status == 200
+    assert head.body == b""
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert int(head.headers["Content-Length"]) == len(get.body) > 0
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [("POST", b""), ("POST", b"x=1"), ("get", b""), ("BREW", b""), ("PUT", b"{}"),
+     ("DELETE", b""), ("PATCH", b"x"), ("TRACE", b"")],
+)
+def test_other_methods_get_405_with_allow(serve: Any, method: str, body: bytes) -> None:
+    fixed = Fixed("alpha", gauge=1.0, counter=1.0)
+    port = port_of(serve([fixed]))
+    for path in ("/metrics", "/", "/health/ready"):
+        answer = exchange(port, request(method, path, body=body))
+        assert (answer.status, answer.version) == (405, 11), (method, path)
+        assert answer.headers["Allow"] == ALLOW
+        assert b"customer_sync" not in answer.body
+    assert fixed.calls == 0
+
+
+def test_options_answers_allow(serve: Any) -> None:
+    port = port_of(serve([Fixed("alpha", gauge=1.0, counter=1.0)]))
+    for path in ("/metrics", "*"):
+        answer = exchange(port, request("OPTIONS", path))
+        assert answer.status == 200, path
+        assert answer.headers["Allow"] == ALLOW
+        assert answer.body == b""
+
+
+def test_unknown_path_is_404_whatever_the_method(serve: Any) -> None:
+    port = port_of(serve([Fixed("alpha", gauge=1.0, counter=1.0)]))
+    for method in ("POST", "OPTIONS", "HEAD"):
+        assert exchange(port, request(method, "/nope"), method=method).status == 404
+
+
+def test_unparseable_accept_gets_the_text_format_and_no_traceback(serve: Any) -> None:
+    port = port_of(serve([Fixed("alpha", gauge=2.5, counter=1.0)]))
+    with capture_logs() as logs:
+        answer = exchange(port, request("GET", headers={
+            "Accept": "text/plain;version=abc;q=zz", "Accept-Encoding": "identity"}))
+    assert answer.status == 200
+    assert answer.headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
+    got = samples(parse_text(answer.body.decode()))
+    assert got[("customer_sync_alpha_queue_length", (("queue", "a"),))] == 2.5
+    assert not [e for e in logs if e["log_level"] in ("error", "critical")], logs
+
+
+def test_q_zero_is_not_acceptable(serve: Any) -> None:
+    port = port_of(serve([Fixed("alpha", gauge=4.0, counter=1.0)]))
+    no_gzip = exchange(port, request("GET", headers={"Accept-Encoding": "gzip;q=0"}))
+    assert no_gzip.headers["Content-Encoding"] is None
+    assert samples(parse_text(no_gzip.body.decode()))[
+        ("customer_sync_alpha_queue_length", (("queue", "a"),))] == 4.0
+    text = exchange(port, request("GET", headers={
+        "Accept": "application/openmetrics-text;q=0, text/plain;q=1"}))
+    assert text.headers["Content-Type"] == CONTENT_TYPE_PLAIN_0_0_4
+    assert not text.body.endswith(b"# EOF\n")
+    om = exchange(port, request("GET", headers={
+        "Accept": "text/plain;q=0.2, application/openmetrics-text;q=0.8",
+        "Accept-Encoding": "identity;q=0.1, gzip;q=0.9"}))
+    assert om.headers["Content-Type"] == OPENMETRICS
+    assert om.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(om.body).endswith(b"# EOF\n")
+
+
+def test_more_concurrent_scrapers_than_request_threads_all_get_answers(serve: Any) -> None:
+    slow = Slow("slowdep")
+    base = serve([slow], timeout=3.0)
+    results: list[int] = []
+
+    def scrape() -> None:
+        results.append(requests.get(f"{base}/metrics", timeout=10).status_code)
+
+    threads = [threading.Thread(target=scrape) for _ in range(40)]  # the server runs 16
+    for t in threads:
+        t.start()
+    time.sleep(0.3)
+    slow.release.set()
+    for t in threads:
+        t.join()
+    assert results == [200] * 40  # the ones beyond 16 queued, none was refused

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import __version__
 from exporter.collector import Collector, CollectorError, Deadline, Reason, dependency_up
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
+from exporter.memory import MallocTrimmer
 from exporter.scrape import Scraper
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -332,3 +333,38 @@ def test_build_info_and_process_metrics(serve: Callable[..., Served]) -> None:
     ]
     assert val(samples, "process_cpu_seconds_total") > 0
     assert val(samples, "process_resident_memory_bytes") > 0
+
+
+def test_each_collector_keeps_one_thread_run_after_run() -> None:
+    """One single-thread executor per collector: its runs never hop threads (docs/soak.md)."""
+    seen: dict[str, set[int]] = {}
+
+    class Where:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def collect(self, deadline: Deadline) -> list[Metric]:
+            seen.setdefault(self.name, set()).add(threading.get_ident())
+            return []
+
+    scraper = Scraper([Where("a"), Where("b"), Where("c")], 2.0, process_collector=False)
+    try:
+        for _ in range(20):
+            scraper.scrape_shared(Deadline.after(2.0))
+    finally:
+        scraper.close()
+    assert {name: len(threads) for name, threads in seen.items()} == {"a": 1, "b": 1, "c": 1}
+    assert len(set().union(*seen.values())) == 3
+
+
+def test_a_shared_scrape_trims_the_heap_once_per_interval() -> None:
+    now = [0.0]
+    trimmer = MallocTrimmer(interval=60.0, clock=lambda: now[0])
+    scraper = Scraper([Steady("a")], 2.0, process_collector=False, trimmer=trimmer)  # type: ignore[list-item]
+    try:
+        for step in range(5):  # scrapes at 0, 30, 60, 90, 120 s
+            now[0] = 30.0 * step
+            scraper.scrape_shared(Deadline.after(2.0))
+    finally:
+        scraper.close()
+    assert trimmer.trims == 3  # at 0, 60 and 120 s
