@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 
-import pytest
 import requests
 
 from collectors.http_timing import Timings, recording, timed_session
 from exporter.demo.onec import OneCStandIn
-
-
-@pytest.fixture
-def onec() -> Iterator[OneCStandIn]:
-    with OneCStandIn() as server:
-        yield server
 
 
 def test_a_request_inside_recording_times_dns_and_connect(onec: OneCStandIn) -> None:

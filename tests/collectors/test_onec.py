@@ -8,7 +8,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -147,13 +147,6 @@ def run(collector: OneCCollector, deadline: float = 3.0) -> tuple[list[Metric], 
         return collector.collect(Deadline.after(deadline)), None, ""
     except CollectorError as exc:
         return exc.partial, exc.reason, exc.message
-
-
-
-@pytest.fixture
-def onec() -> Iterator[OneCStandIn]:
-    with OneCStandIn() as server:
-        yield server
 
 
 # --- plain HTTP -------------------------------------------------------------------------------
