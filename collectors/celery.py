@@ -33,9 +33,9 @@ from prometheus_client.core import Metric
 
 from collectors.celery_events import CeleryTally
 from collectors.redis import classify as classify_redis
-from collectors.redis import describe as describe_redis
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import CeleryConfig
+from exporter.errors import chain, describe
 
 log = structlog.get_logger(__name__)
 
@@ -161,7 +161,7 @@ class CeleryCollector:
             except Exception as exc:
                 if self._stop.is_set():
                     return
-                reason, message = classify(exc)
+                reason, message = classify(exc), explain(exc)
                 with self._lock:
                     was_connected, self._connected = self._connected, False
                     self._failure = (reason, message)
@@ -200,7 +200,7 @@ class CeleryCollector:
             try:
                 self._poll()
             except Exception as exc:
-                reason, message = classify(exc)
+                reason, message = classify(exc), explain(exc)
                 log.info("celery remote control failed", reason=str(reason), error=message)
 
     def _poll(self) -> None:
@@ -227,16 +227,27 @@ class CeleryCollector:
             self._tally.on_events_enabled(enabled)
 
 
-def classify(exc: BaseException) -> tuple[Reason, str]:
-    """A broker error as a reason and a message naming no secret (kombu wraps redis-py's
-    errors; redis-py's messages name host and port, never the password)."""
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, redis.RedisError):
-            return classify_redis(cause), describe_redis(cause)
-        cause = cause.__cause__ or cause.__context__
+def classify(exc: BaseException) -> Reason:
+    """A broker error as a reason (kombu wraps redis-py's errors)."""
+    if (cause := _redis_error(exc)) is not None:
+        return classify_redis(cause)
     if isinstance(exc, TimeoutError):
-        return Reason.TIMEOUT, type(exc).__name__
+        return Reason.TIMEOUT
     if isinstance(exc, OSError):
-        return Reason.CONNECT, f"{type(exc).__name__}: {exc.strerror or ''}"
-    return Reason.INTERNAL, type(exc).__name__
+        return Reason.CONNECT
+    return Reason.INTERNAL
+
+
+def explain(exc: BaseException) -> str:
+    """A broker error in words that name no secret: redis-py's own message (host and port,
+    never the password); of any other error only its type (and an ``OSError``'s strerror),
+    since its text may quote the broker URL."""
+    if (cause := _redis_error(exc)) is not None:
+        return describe(cause)
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+def _redis_error(exc: BaseException) -> redis.RedisError | None:
+    return next((c for c in chain(exc) if isinstance(c, redis.RedisError)), None)

@@ -47,7 +47,8 @@ from collectors.logsql import LogRecord, Statements
 from collectors.warmup import StartupPass
 from collectors.windows import Row
 from exporter.collector import CollectorError, Deadline, Reason
-from exporter.db import Database, classify, describe
+from exporter.db import Database, classify
+from exporter.errors import describe
 
 log = structlog.get_logger(__name__)
 

@@ -5,7 +5,8 @@ every scrape, as blackbox_exporter does), follows no redirects and never retries
 timeouts are the remaining scrape budget, and it runs in a helper thread that the collector
 waits for only until the deadline, so even a hanging DNS lookup cannot hold the scrape. While an
 abandoned probe is still running no second one is started. Proxy and ``.netrc`` settings from
-the environment are ignored: the probe behaves the same wherever the exporter runs.
+the environment are ignored: the probe behaves the same wherever the exporter runs. The
+connection's phases are timed by :mod:`collectors.http_timing`.
 """
 
 from __future__ import annotations
@@ -17,164 +18,32 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import requests
 import urllib3
 from prometheus_client.core import GaugeMetricFamily, Metric
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    InsecureRequestWarning,
-    NameResolutionError,
-    NewConnectionError,
-)
-from urllib3.util import connection as urllib3_connection
+from urllib3.exceptions import InsecureRequestWarning, NameResolutionError, NewConnectionError
 
+from collectors.http_timing import Timings, recording, timed_session
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import OneCConfig
+from exporter.errors import chain, describe, scrub
 
 MAX_BODY_BYTES = 1024 * 1024
 _WAIT_MARGIN = 0.02  # seconds kept to build the answer after giving up on the probe
 PHASES = ("dns", "connect", "tls", "processing", "transfer", "total")
 
 
-# --- timing the connection --------------------------------------------------------------------
-
-
 @dataclass
-class ProbeResult:
-    """What one probe saw; ``reason`` None means success."""
+class ProbeResult(Timings):
+    """What one probe saw: the connection's timings, the status and, if it failed, why."""
 
     status: int = 0
-    phases: dict[str, float] = field(default_factory=dict)
-    cert_not_after: float | None = None
     reason: Reason | None = None
     message: str = ""
-
-
-_current = threading.local()  # the ProbeResult of the probe running in this thread
-
-
-def _record(phase: str, seconds: float) -> None:
-    result: ProbeResult | None = getattr(_current, "result", None)
-    if result is not None:
-        result.phases[phase] = result.phases.get(phase, 0.0) + seconds
-
-
-class _TimedHTTPConnection(HTTPConnection):
-    """Resolves and connects itself so DNS and TCP connect are timed separately."""
-
-    def _new_conn(self) -> socket.socket:
-        start = time.monotonic()
-        try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            raise NameResolutionError(self.host, self, exc) from exc
-        finally:
-            _record("dns", time.monotonic() - start)
-        start = time.monotonic()
-        error: OSError | None = None
-        try:
-            for *_, sockaddr in infos:
-                try:
-                    return urllib3_connection.create_connection(
-                        (str(sockaddr[0]), self.port),
-                        self.timeout,
-                        source_address=self.source_address,
-                        socket_options=self.socket_options,
-                    )
-                except TimeoutError as exc:
-                    msg = f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
-                    raise ConnectTimeoutError(self, msg) from exc
-                except OSError as exc:
-                    error = exc
-            raise NewConnectionError(self, f"Failed to establish a new connection: {error}")
-        finally:
-            _record("connect", time.monotonic() - start)
-
-
-class _TimedHTTPSConnection(HTTPSConnection, _TimedHTTPConnection):
-    """Adds the TLS handshake time and the peer certificate's expiry."""
-
-    def connect(self) -> None:
-        result: ProbeResult | None = getattr(_current, "result", None)
-        before = dict(result.phases) if result else {}
-        start = time.monotonic()
-        try:
-            super().connect()
-        finally:
-            if result is not None:
-                tcp = sum(
-                    result.phases.get(p, 0.0) - before.get(p, 0.0) for p in ("dns", "connect")
-                )
-                _record("tls", max(0.0, time.monotonic() - start - tcp))
-        der = (
-            self.sock.getpeercert(binary_form=True)
-            if isinstance(self.sock, ssl.SSLSocket)
-            else None
-        )
-        if result is not None and der:
-            result.cert_not_after = der_not_after(der)
-
-
-class _TimedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _TimedHTTPConnection
-
-
-class _TimedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _TimedHTTPSConnection
-
-
-class _TimedAdapter(HTTPAdapter):
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _TimedHTTPPool, "https": _TimedHTTPSPool}
-
-
-def timed_session() -> requests.Session:
-    """A session whose connections report dns/connect/tls timings to the running probe."""
-    session = requests.Session()
-    session.trust_env = False
-    adapter = _TimedAdapter(max_retries=0)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def der_not_after(der: bytes) -> float:
-    """notAfter of a DER X.509 certificate as a Unix timestamp (works without verification)."""
-
-    def tlv(pos: int) -> tuple[int, int, int]:
-        tag, length = der[pos], der[pos + 1]
-        pos += 2
-        if length & 0x80:
-            n = length & 0x7F
-            length = int.from_bytes(der[pos : pos + n], "big")
-            pos += n
-        return tag, pos, pos + length
-
-    _, cert, _ = tlv(0)
-    _, pos, _ = tlv(cert)  # tbsCertificate
-    tag, _, end = tlv(pos)
-    if tag == 0xA0:  # [0] version
-        pos = end
-    for _ in range(3):  # serialNumber, signature, issuer
-        pos = tlv(pos)[2]
-    _, validity, _ = tlv(pos)
-    not_after = tlv(tlv(validity)[2])
-    tag, start, end = not_after
-    text = der[start:end].decode("ascii")
-    fmt = "%y%m%d%H%M%SZ" if tag == 0x17 else "%Y%m%d%H%M%SZ"
-    return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
-
-
-# --- the collector ----------------------------------------------------------------------------
 
 
 class OneCCollector:
@@ -201,12 +70,8 @@ class OneCCollector:
         self._auth = basic_credentials(config)
         # Whatever might be secret, to scrub from messages that quote library errors.
         url_password = parts.password or ""
-        self._secrets = [
-            v
-            for v in (url_password, unquote(url_password), parts.query, config.secret_password(),
-                      config.secret_token())
-            if v
-        ]
+        self._secrets = [url_password, unquote(url_password), parts.query,
+                         config.secret_password() or "", config.secret_token() or ""]
         self._session_factory = session_factory
         self._body_re = re.compile(config.body_regex) if config.body_regex else None
         self._running: threading.Thread | None = None
@@ -224,9 +89,7 @@ class OneCCollector:
         result.phases.setdefault("total", time.monotonic() - start)
         families = self._families(result)
         if result.reason is not None:
-            message = result.message
-            for secret in self._secrets:
-                message = message.replace(secret, "***")
+            message = scrub(result.message, self._secrets)
             raise CollectorError(result.reason, f"{self.where}: {message}", families)
         return families
 
@@ -270,10 +133,9 @@ class OneCCollector:
         return kwargs
 
     def _probe(self, deadline: Deadline, result: ProbeResult) -> None:
-        _current.result = result
         start = time.monotonic()
         try:
-            with self._session_factory() as session:
+            with recording(result), self._session_factory() as session:
                 response = session.get(self.url, **self._request_kwargs(deadline.remaining()))
                 with response:
                     headed = time.monotonic()
@@ -283,15 +145,14 @@ class OneCCollector:
                     body = self._read_body(response, deadline)
                     result.phases["transfer"] = time.monotonic() - headed
         except requests.RequestException as exc:
-            result.reason, result.message = classify(exc)
+            result.reason, result.message = classify(exc), explain(exc)
             return
         except OSError as exc:  # requests loads ca_file itself: missing or unreadable
             result.reason = Reason.CONFIG
-            result.message = f"cannot use ca_file {str(self.config.ca_file)!r}: {exc}"[:300]
+            result.message = f"cannot use ca_file {str(self.config.ca_file)!r}: {describe(exc)}"
             return
         finally:
             result.phases["total"] = time.monotonic() - start
-            _current.result = None
         result.reason, result.message = self._check(result.status, body)
 
     @staticmethod
@@ -398,44 +259,31 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def classify(exc: requests.RequestException) -> tuple[Reason, str]:
-    """Map a requests error to the closed reason set and a short message without secrets."""
-    chain = _causes(exc)
-    innermost = chain[-1]
-    detail = _short(innermost)
-    if any(isinstance(e, requests.exceptions.SSLError | ssl.SSLError) for e in chain):
-        return Reason.TLS, f"TLS failed: {detail}"
-    if any(isinstance(e, NameResolutionError | socket.gaierror) for e in chain):
-        return Reason.DNS, f"name resolution failed: {detail}"
-    if any(isinstance(e, NewConnectionError) for e in chain):
+def classify(exc: requests.RequestException) -> Reason:
+    """Map a requests error to the closed reason set, by what its chain holds."""
+    links = chain(exc)
+    if any(isinstance(e, requests.exceptions.SSLError | ssl.SSLError) for e in links):
+        return Reason.TLS
+    if any(isinstance(e, NameResolutionError | socket.gaierror) for e in links):
+        return Reason.DNS
+    if any(isinstance(e, NewConnectionError) for e in links):
         # urllib3 derives NewConnectionError from ConnectTimeoutError: refused is not a timeout.
-        return Reason.CONNECT, f"connection failed: {detail}"
+        return Reason.CONNECT
     timeouts = requests.Timeout | TimeoutError | urllib3.exceptions.TimeoutError
-    if any(isinstance(e, timeouts) for e in chain):
-        return Reason.TIMEOUT, f"timed out: {detail}"
-    return Reason.CONNECT, f"connection failed: {detail}"
+    if any(isinstance(e, timeouts) for e in links):
+        return Reason.TIMEOUT
+    return Reason.CONNECT
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
-    """The exception, what it wraps (MaxRetryError.reason, __cause__, __context__), in order."""
-    out: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in out and len(out) < 10:
-        out.append(current)
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException):
-            current = reason
-        elif current.args and isinstance(current.args[0], BaseException):
-            current = current.args[0]
-        else:
-            current = current.__cause__ or current.__context__
-    return out
+_FAILED = {
+    Reason.TLS: "TLS failed",
+    Reason.DNS: "name resolution failed",
+    Reason.CONNECT: "connection failed",
+    Reason.TIMEOUT: "timed out",
+}
 
 
-def _short(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLCertVerificationError) and exc.verify_message:
-        return f"certificate verify failed: {exc.verify_message}"
-    text = str(exc).strip().splitlines()
-    # urllib3 messages start with the connection object's repr; keep the useful tail.
-    line = text[0] if text else type(exc).__name__
-    return re.sub(r"^<[^>]*>:\s*", "", line)[:200]
+def explain(exc: requests.RequestException) -> str:
+    """What failed, then the innermost error of the chain: the outer ones only say where (and
+    quote the URL; the collector scrubs what is left of secrets)."""
+    return f"{_FAILED[classify(exc)]}: {describe(chain(exc)[-1])}"

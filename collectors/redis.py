@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from exporter.collector import CollectorError, Deadline, Reason, dependency_up
 from exporter.config import RedisConfig
+from exporter.errors import chain, describe
 
 # kombu.transport.redis: Channel.sep and PRIORITY_STEPS = [0, 3, 6, 9]; step 0 is the bare name.
 PRIORITY_SEP = "\x06\x16"
@@ -227,7 +228,8 @@ class RedisCollector:
 
 
 def classify(exc: BaseException) -> Reason:
-    """Map a redis-py error to the closed failure set."""
+    """Map a redis-py error to the closed failure set. Its message is ``describe(exc)``:
+    redis-py's messages name host and port, never the password."""
     if isinstance(exc, redis.AuthenticationError | AuthorizationError | NoPermissionError):
         return Reason.AUTH
     if isinstance(exc, ReplyTooLarge):  # Redis answered, but more than a scrape may read
@@ -237,11 +239,8 @@ def classify(exc: BaseException) -> Reason:
     if isinstance(exc, redis.TimeoutError):
         return Reason.TIMEOUT
     if isinstance(exc, redis.ConnectionError):
-        cause: BaseException | None = exc
-        while cause is not None:
-            if isinstance(cause, socket.gaierror):
-                return Reason.DNS
-            cause = cause.__cause__ or cause.__context__
+        if any(isinstance(cause, socket.gaierror) for cause in chain(exc)):
+            return Reason.DNS
         text = str(exc).lower()
         if "name or service not known" in text or "temporary failure in name" in text:
             return Reason.DNS
@@ -254,9 +253,3 @@ def classify(exc: BaseException) -> Reason:
             return Reason.AUTH
         return Reason.QUERY
     return Reason.INTERNAL
-
-
-def describe(exc: BaseException) -> str:
-    """One line for the log; redis-py messages name host and port, never the password."""
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0] if first else ''}"[:300]

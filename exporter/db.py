@@ -17,12 +17,14 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig
+from exporter.errors import describe
 
 _CHECKOUT_WAIT_SECONDS = 1.0
 
 
 def classify(exc: BaseException) -> Reason:
-    """Map a psycopg error to the closed failure set."""
+    """Map a psycopg error to the closed failure set. Its message is ``describe(exc)``:
+    psycopg's messages hold no passwords."""
     if isinstance(exc, errors.QueryCanceled | errors.LockNotAvailable):
         return Reason.TIMEOUT
     if isinstance(exc, errors.InvalidPassword | errors.InvalidAuthorizationSpecification):
@@ -41,12 +43,6 @@ def classify(exc: BaseException) -> Reason:
     if isinstance(exc, psycopg.Error):
         return Reason.QUERY
     return Reason.INTERNAL
-
-
-def describe(exc: BaseException) -> str:
-    """One line that says what went wrong; psycopg messages hold no passwords."""
-    first = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {first[0] if first else ''}"[:300]
 
 
 class Database:

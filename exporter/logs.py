@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-MASK = "***"
+from exporter.errors import scrub
 
 
 class SecretMasker:
@@ -24,14 +24,10 @@ class SecretMasker:
         self.update([*self.secrets, *secrets])
 
     def update(self, secrets: Iterable[str]) -> None:
-        # Longest first, so a DSN is masked whole before the password inside it.
         self.secrets = sorted({s for s in secrets if len(s) >= 3}, key=len, reverse=True)
 
     def mask(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, MASK)
-        return text
+        return scrub(text, self.secrets)
 
     def __call__(
         self, _: Any, __: str, event: MutableMapping[str, Any]

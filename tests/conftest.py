@@ -1,4 +1,4 @@
-"""Shared fixtures: a real PostgreSQL and a real Redis for the whole session.
+"""Shared fixtures: a real PostgreSQL and a real Redis for the whole session, a 1C stand-in.
 
 A test that needs a tool that is missing fails (never skips): CI must not go green by running less.
 
@@ -21,6 +21,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from exporter.demo.onec import OneCStandIn
 from exporter.demo.postgres import EmbeddedPostgres
 from exporter.demo.redis import RedisServer
 from tests.pg_majors import DEFAULT_MAJOR, PG_MAJORS, PgMajor, grant_exporter
@@ -132,6 +133,13 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def onec() -> Iterator[OneCStandIn]:
+    """A fresh local 1C HTTP stand-in on loopback (plain HTTP, no credentials), in mode ok."""
+    with OneCStandIn() as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,11 +16,16 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+import requests
+import urllib3.exceptions as u3
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.core import Metric
+from requests.adapters import BaseAdapter
+from urllib3.connection import HTTPConnection
+from urllib3.connectionpool import HTTPConnectionPool
 
 from collectors.disk import DiskCollector
 from collectors.onec import OneCCollector
@@ -142,13 +147,6 @@ def run(collector: OneCCollector, deadline: float = 3.0) -> tuple[list[Metric], 
         return collector.collect(Deadline.after(deadline)), None, ""
     except CollectorError as exc:
         return exc.partial, exc.reason, exc.message
-
-
-
-@pytest.fixture
-def onec() -> Iterator[OneCStandIn]:
-    with OneCStandIn() as server:
-        yield server
 
 
 # --- plain HTTP -------------------------------------------------------------------------------
@@ -428,6 +426,93 @@ def test_url_credentials_and_query_never_in_messages() -> None:
     _, reason, message = probe("http://user:hunter2@onec.invalid/base/hs/ping?key=abc123")
     assert reason is Reason.DNS
     assert "hunter2" not in message and "abc123" not in message
+
+
+# --- failures no local server makes on demand ------------------------------------------------
+
+
+class FailingTransport(BaseAdapter):
+    """A requests transport that fails every request with one exception, built as requests
+    and urllib3 build it: a connect timeout on loopback, a body cut short mid-chunk, a bug."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__()
+        self.exc = exc
+        self.sent: list[requests.PreparedRequest] = []
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> Any:
+        self.sent.append(request)
+        raise self.exc
+
+    def close(self) -> None:
+        pass
+
+
+def failing(transport: FailingTransport) -> Callable[[], requests.Session]:
+    def session() -> requests.Session:
+        s = requests.Session()
+        s.mount("http://", transport)
+        return s
+
+    return session
+
+
+def _caused(exc: BaseException, cause: BaseException) -> BaseException:
+    exc.__cause__ = cause
+    return exc
+
+
+POOL, CONN = HTTPConnectionPool("127.0.0.1", 1), HTTPConnection("127.0.0.1", 1)
+SECRET_URL = "http://exporter:hunter2@127.0.0.1:1/hs/ping?key=abc123"
+TRANSPORT_FAILURES: dict[str, tuple[Callable[[], BaseException], Reason, str]] = {
+    "connect timeout": (lambda: requests.ConnectTimeout(u3.MaxRetryError(POOL, "/hs/ping", _caused(
+        u3.ConnectTimeoutError(CONN, "Connection to 127.0.0.1 timed out. (connect timeout=1)"),
+        TimeoutError("timed out")))), Reason.TIMEOUT, "timed out: TimeoutError: timed out"),
+    "read timeout": (lambda: requests.ReadTimeout(u3.ReadTimeoutError(POOL, "/hs/ping",
+        "Read timed out. (read timeout=1)")), Reason.TIMEOUT, "timed out: ReadTimeoutError: "
+        "HTTPConnectionPool(host='127.0.0.1', port=1): Read timed out. (read timeout=1)"),
+    # urllib3 derives NewConnectionError from ConnectTimeoutError: a refusal is no timeout.
+    "refused": (lambda: requests.ConnectionError(u3.MaxRetryError(POOL, "/hs/ping", _caused(
+        u3.NewConnectionError(CONN, "Failed to establish a new connection"),
+        ConnectionRefusedError(111, "Connection refused")))), Reason.CONNECT,
+        "connection failed: ConnectionRefusedError: [Errno 111] Connection refused"),
+    "body cut short": (lambda: requests.exceptions.ChunkedEncodingError(
+        u3.ProtocolError("Response ended prematurely")), Reason.CONNECT,
+        "connection failed: ProtocolError: Response ended prematurely"),
+    "tls alert": (lambda: requests.exceptions.SSLError(u3.MaxRetryError(POOL, "/hs/ping",
+        u3.SSLError("[SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert internal error"))),
+        Reason.TLS, "TLS failed: SSLError: [SSL: TLSV1_ALERT_INTERNAL_ERROR] tlsv1 alert "
+        "internal error"),
+    # The one library message that quotes the request URL: its query is scrubbed.
+    "unparsable url": (lambda: requests.exceptions.InvalidURL(u3.LocationParseError(
+        "http://127.0.0.1:1/hs/ping?key=abc123")), Reason.CONNECT,
+        "connection failed: LocationParseError: Failed to parse: http://127.0.0.1:1/hs/ping?***"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(TRANSPORT_FAILURES))
+def test_each_transport_failure_has_its_reason_and_a_secret_free_message(case: str) -> None:
+    make, reason, expected = TRANSPORT_FAILURES[case]
+    transport = FailingTransport(make())
+    collector = OneCCollector(OneCConfig(url=SECRET_URL), session_factory=failing(transport))
+    families, got, message = run(collector)
+    assert (got, message) == (reason, f"http://127.0.0.1:1/hs/ping: {expected}")
+    assert len(transport.sent) == 1  # one request, no retry
+    assert value(families, "customer_sync_onec_up") == 0
+    assert value(families, "customer_sync_onec_http_status_code") == 0
+    assert phases(families)["total"] > 0
+
+
+def test_a_bug_in_the_probe_is_internal_and_quotes_nothing() -> None:
+    token = "tok-SECRET-4711"
+    transport = FailingTransport(RuntimeError(f"unexpected header 'Bearer {token}'"))
+    collector = OneCCollector(
+        OneCConfig(url="http://127.0.0.1:1/hs/ping", token=token), session_factory=failing(transport)
+    )
+    families, reason, message = run(collector)
+    assert (reason, message) == (Reason.INTERNAL, "http://127.0.0.1:1/hs/ping: RuntimeError")
+    assert transport.sent[0].headers["Authorization"] == f"Bearer {token}"  # it was in play
+    assert value(families, "customer_sync_onec_up") == 0
 
 
 # --- HTTPS ------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import pytest
 import structlog
 
 from exporter.config import iter_secrets, parse_config
-from exporter.logs import MASK, MASKER, SecretMasker, setup_logging
+from exporter.errors import MASK
+from exporter.logs import MASKER, SecretMasker, setup_logging
 
 PASSWORD = "pg-Secret-7f3a"
 TOKEN = "onec-Token-91bc"
