@@ -394,6 +394,23 @@ class Serial:
         return value / len(self.times)
 
 
+@dataclass(frozen=True)
+class Background:
+    """What query-exporter costs between scrapes: its rounds of the floor's statements."""
+
+    stmts: Statements
+    cpu_s: float
+    seconds: float
+    executions: float  # floor statements it ran (its queries_total), so partial rounds count
+
+    @property
+    def rounds(self) -> float:
+        return self.executions / len(FLOOR)
+
+    def per_round(self, value: float) -> float | None:
+        return value / self.rounds if self.rounds else None
+
+
 @dataclass
 class Side:
     name: str
@@ -403,7 +420,7 @@ class Side:
     errors: int = 0  # failed scrapes among the concurrent ones
     rss: int | None = None
     startup_s: float | None = None
-    background: tuple[Statements, float, float] | None = None  # statements, CPU s, seconds
+    background: Background | None = None  # query-exporter's own querying, unscraped
     spot: float | None = None  # the SPOT total it served on a quiet table
     truth: int | None = None  # the same total by SQL, read while that table was quiet
 
@@ -624,6 +641,12 @@ def peer_ready(text: str) -> bool:
     return done >= {q.name for q in FLOOR}
 
 
+def peer_executions(text: str) -> float:
+    """How many floor statements query-exporter has run, by its own queries_total."""
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "queries_total")
+
+
 def run_peer(admin: psycopg.Connection[Any], dsn: str, exe: Path, config: Path,
              args: argparse.Namespace, workdir: Path) -> Side:
     side = Side("query-exporter")
@@ -648,9 +671,12 @@ def run_peer(admin: psycopg.Connection[Any], dsn: str, exe: Path, config: Path,
         for s in side.serial.values():
             s.stmts = Statements(0, 0, 0.0)
         started, stmts0, cpu0 = time.monotonic(), statements(admin, "qe"), cpu_seconds(proc.pid)
+        done0 = peer_executions(scraper.text())
         time.sleep(PEER_IDLE_S)
-        side.background = (statements(admin, "qe").minus(stmts0), cpu_seconds(proc.pid) - cpu0,
-                           time.monotonic() - started)
+        done1 = peer_executions(scraper.text())
+        side.background = Background(statements(admin, "qe").minus(stmts0),
+                                     cpu_seconds(proc.pid) - cpu0, time.monotonic() - started,
+                                     done1 - done0)
     finally:
         stop(proc)
     return side
@@ -723,8 +749,8 @@ def mib(n: int | None) -> str:
 def row_figures(side: Side, new: int) -> list[str]:
     quiet, busy = side.quiet(), side.serial[new]
     if side.background is not None:
-        stmts, _, seconds = side.background
-        st = f"0 ({stmts.calls * PEER_INTERVAL_S / seconds:.1f} bg/{PEER_INTERVAL_S}s)"
+        per = side.background.per_round(side.background.stmts.calls)
+        st = f"0 ({'–' if per is None else f'{per:.0f}'} per {PEER_INTERVAL_S} s round)"
     else:
         st = (f"{quiet.per_scrape(quiet.stmts.calls):.1f}"
               f" ({quiet.per_scrape(quiet.stmts.on_log):.1f} on log)")
@@ -766,13 +792,16 @@ def report(res: Result, args: argparse.Namespace, peer_name: str) -> None:
             parts.append(f"{CONCURRENT_SCRAPERS} scrapers p95 {ms(s.rate_p95)},"
                          f" {s.errors} failed")
         log(f"  {s.name}: " + "; ".join(parts))
-    if res.peer.background is not None:
-        stmts, cpu, seconds = res.peer.background
-        log(f"  query-exporter unscraped for {seconds:.0f} s: {stmts.calls} statements "
-            f"({stmts.on_log} on log), {stmts.exec_ms / 1000:.1f} s DB exec, CPU {cpu:.2f} s "
-            f"= per {PEER_INTERVAL_S} s: {stmts.calls * PEER_INTERVAL_S / seconds:.1f} statements,"
-            f" {stmts.exec_ms * PEER_INTERVAL_S / seconds / 1000:.2f} s DB exec,"
-            f" {cpu * PEER_INTERVAL_S / seconds * 1000:.0f} ms CPU")
+    if (bg := res.peer.background) is not None:
+        log(f"  query-exporter unscraped for {bg.seconds:.0f} s: {bg.rounds:.2f} rounds of the "
+            f"floor's {len(FLOOR)} statements (one due every {PEER_INTERVAL_S} s), "
+            f"{bg.stmts.calls} statements ({bg.stmts.on_log} on log), "
+            f"{bg.stmts.exec_ms / 1000:.2f} s DB exec, CPU {ms(bg.cpu_s)}")
+        if bg.rounds:
+            log(f"  query-exporter per round: {bg.per_round(bg.stmts.calls):.1f} statements "
+                f"(BEGIN and COMMIT around each query), "
+                f"{ms(bg.per_round(bg.stmts.exec_ms / 1000))} DB exec, "
+                f"{ms(bg.per_round(bg.cpu_s), 2)} CPU")
     floor_scrape = res.floor.quiet().median
     assert res.ours.startup_s is not None
     log(f"  start-up: this exporter warm {res.ours.startup_s:.2f} s after it started listening"
