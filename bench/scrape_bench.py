@@ -419,6 +419,7 @@ class Side:
     rate_p95: float | None = None
     errors: int = 0  # failed scrapes among the concurrent ones
     rss: int | None = None
+    rss_ready: int | None = None  # VmHWM once ready, before the measured scrapes
     startup_s: float | None = None
     background: Background | None = None  # query-exporter's own querying, unscraped
     spot: float | None = None  # the SPOT total it served on a quiet table
@@ -662,6 +663,7 @@ def run_peer(admin: psycopg.Connection[Any], dsn: str, exe: Path, config: Path,
         wait_listening(port, proc, "query-exporter")
         text = wait_until(scraper, proc, "query-exporter", peer_ready)
         side.spot = sample(text, "floor_rows", operation_type=SPOT[0], status=SPOT[1])
+        side.rss_ready = peak_rss(proc.pid)
         serial_runs(side, admin, "qe", scraper.get, args.scrapes,
                     (0, args.new_rows), proc.pid)
         side.rate, side.rate_p95, side.errors = concurrent(port)
@@ -710,6 +712,7 @@ def run_ours(admin: psycopg.Connection[Any], dsn: str, args: argparse.Namespace,
         listening = wait_listening(port, proc, "this exporter")
         text = wait_until(scraper, proc, "this exporter", ours_ready)
         side.startup_s = time.monotonic() - listening
+        side.rss_ready = peak_rss(proc.pid)
         side.truth = spot_truth(admin)
         side.spot = sample(text, "customer_sync_operations_total", operation_type=SPOT[0],
                            status=SPOT[1])
@@ -791,12 +794,15 @@ def report(res: Result, args: argparse.Namespace, peer_name: str) -> None:
         if s.rate_p95 is not None:
             parts.append(f"{CONCURRENT_SCRAPERS} scrapers p95 {ms(s.rate_p95)},"
                          f" {s.errors} failed")
+        if s.rss_ready is not None:
+            parts.append(f"peak RSS {mib(s.rss_ready)} once ready, {mib(s.rss)} at the end")
         log(f"  {s.name}: " + "; ".join(parts))
     if (bg := res.peer.background) is not None:
         log(f"  query-exporter unscraped for {bg.seconds:.0f} s: {bg.rounds:.2f} rounds of the "
             f"floor's {len(FLOOR)} statements (one due every {PEER_INTERVAL_S} s), "
             f"{bg.stmts.calls} statements ({bg.stmts.on_log} on log), "
-            f"{bg.stmts.exec_ms / 1000:.2f} s DB exec, CPU {ms(bg.cpu_s)}")
+            f"{bg.stmts.exec_ms / 1000:.2f} s DB exec, CPU {ms(bg.cpu_s)}"
+            + (f"; a round every {bg.seconds / bg.rounds:.1f} s" if bg.rounds else ""))
         if bg.rounds:
             log(f"  query-exporter per round: {bg.per_round(bg.stmts.calls):.1f} statements "
                 f"(BEGIN and COMMIT around each query), "
