@@ -22,7 +22,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import structlog
 
 from exporter import __version__
 from exporter.collector import Deadline
-from exporter.httpserver import ConnectionStats, HTTPServer, Limits, bind
+from exporter.httpserver import ConnectionStats, HTTPServer, Limits, bind_all
 from exporter.negotiate import choose_format, gzip_accepted
 from exporter.scrape import Scraper
 from exporter.web import WebConfigGate, WebConfigSource
@@ -166,19 +166,11 @@ class ExporterApp:
 # --- server -----------------------------------------------------------------------------------
 
 
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """``:9188``, ``127.0.0.1:9188`` or ``[::1]:9188`` to (host, port); '' means every address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {address!r}: use [host]:port, e.g. ':9188'")
-    return host.strip("[]"), int(port)
-
-
 HEALTH_PATHS = frozenset({"/health/live", "/health/ready"})
 
 
 def make_http_server(
-    address: str,
+    address: str | Sequence[str],
     app: Callable[..., Any],
     *,
     web_config_file: str | Path | None = None,
@@ -186,15 +178,16 @@ def make_http_server(
     limits: Limits | None = None,
     stats: ConnectionStats | None = None,
 ) -> HTTPServer:
-    """Bind ``address``. With ``web_config_file`` (exporter-toolkit format), serve TLS and/or
-    basic auth as it says; raises :class:`WebConfigError` when that file is unusable.
-    ``health_without_auth`` keeps ``/health/live`` and ``/health/ready`` open for probes."""
+    """Bind ``address``, or each of several (a socket each, one app). With ``web_config_file``
+    (exporter-toolkit format), serve TLS and/or basic auth as it says; raises
+    :class:`WebConfigError` when that file is unusable. ``health_without_auth`` keeps
+    ``/health/live`` and ``/health/ready`` open for probes."""
     web = None
     if web_config_file is not None:
         web = WebConfigSource(web_config_file, health_without_auth=health_without_auth)
         app = WebConfigGate(app, web, HEALTH_PATHS if health_without_auth else ())
-    return HTTPServer(bind(*parse_listen_address(address)), app, web=web, limits=limits,
-                      stats=stats)
+    socks = bind_all([address] if isinstance(address, str) else list(address))
+    return HTTPServer(socks, app, web=web, limits=limits, stats=stats)
 
 
 def serve_in_thread(server: HTTPServer, poll_interval: float = 0.5) -> threading.Thread:

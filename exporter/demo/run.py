@@ -45,7 +45,7 @@ from exporter.demo.prometheus_stack import start_prometheus_stack
 from exporter.demo.redis import RedisServer
 from exporter.demo.stack import DemoStack
 from exporter.demo.traffic import Op, OutageSchedule, TrafficSimulator
-from exporter.http import parse_listen_address
+from exporter.httpserver import parse_listen_address
 
 if TYPE_CHECKING:
     from exporter.service import Exporter

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from structlog.testing import capture_logs
 
 from exporter.collector import CollectorError, Deadline, Reason, dependency_up
-from exporter.http import ExporterApp, make_http_server, parse_listen_address, serve_in_thread
+from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.scrape import Scraper
 from tests.raw_http import exchange, request
 
@@ -237,20 +237,6 @@ def test_concurrent_scrapes_share_one_collection(serve: Any) -> None:
         t.join()
     assert results == [200] * 5
     assert slow.calls == 1  # single-flight: five scrapes, one collection
-
-
-@pytest.mark.parametrize(
-    ("address", "expected"),
-    [(":9188", ("", 9188)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9188", ("::1", 9188))],
-)
-def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
-    assert parse_listen_address(address) == expected
-
-
-@pytest.mark.parametrize("address", ["9188", "host:", "host:port", ":70000"])
-def test_parse_listen_address_rejects(address: str) -> None:
-    with pytest.raises(ValueError, match="invalid listen address"):
-        parse_listen_address(address)
 
 
 # --- methods, HEAD and negotiation over raw sockets ------------------------------------------
