@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter.collector import Deadline
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.httpserver import CLOSE_REASONS, ConnectionStats, HTTPServer, Limits
+from exporter.live import Live
+from exporter.pipeline import Pipeline
 from exporter.scrape import Scraper
 from tests.raw_http import Client, closed_by_peer, connect, exchange, request
 from tests.tls_certs import atomic_write, issue, make_ca
@@ -70,8 +72,8 @@ def start() -> Iterator[Callable[..., Running]]:
         stats = ConnectionStats()
         scraper = None
         if app is None:
-            scraper = Scraper([Value()], 5.0, process_collector=False, extra=stats.families)
-            app = ExporterApp(scraper)
+            scraper = Scraper([Value()], 5.0, process_collector=False)
+            app = ExporterApp(Live(Pipeline(scraper), extra=stats.families))
         server = make_http_server("127.0.0.1:0", app, web_config_file=web_config_file,
                                   limits=Limits(**limits), stats=stats)
         serve_in_thread(server, poll_interval=0.05)
