@@ -20,11 +20,15 @@ LIBRARIES = ("prometheus-client", "h11", "psycopg", "structlog")
 
 def revision() -> str:
     try:
-        raw = metadata.distribution(DISTRIBUTION).read_text("direct_url.json")
+        return commit_of(metadata.distribution(DISTRIBUTION).read_text("direct_url.json"))
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def commit_of(direct_url: str | None) -> str:
+    """The VCS commit a PEP 610 ``direct_url.json`` records, or ``unknown``."""
     try:
-        commit = json.loads(raw or "{}").get("vcs_info", {}).get("commit_id")
+        commit = json.loads(direct_url or "{}").get("vcs_info", {}).get("commit_id")
     except (ValueError, AttributeError):
         return "unknown"
     return commit if isinstance(commit, str) and commit else "unknown"
