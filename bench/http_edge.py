@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -137,79 +138,109 @@ def figures(proc: psutil.Process, port: int, scrapes: int = 5) -> tuple[int, flo
     return proc.num_threads(), proc.memory_info().rss / 2**20, latencies
 
 
+def open_slow_clients(port: int, count: int) -> list[socket.socket]:
+    slow = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.setblocking(False)
+        slow.append(sock)
+    return slow
+
+
+def trickle(slow: list[socket.socket], every: float, stop: threading.Event) -> None:
+    """One byte of :data:`HEAD` to each client every ``every`` seconds, until ``stop``."""
+    for i in range(len(HEAD)):
+        for sock in slow:
+            with contextlib.suppress(OSError):  # cut by the daemon: expected
+                sock.send(HEAD[i:i + 1])
+        if stop.wait(every):
+            return
+
+
+@dataclass
+class UnderAttack:
+    threads: int
+    rss_mib: float
+    latencies: list[float]
+    cut_after: float | None  # seconds from opening until the daemon had cut every client
+
+
+def watch_until_cut(daemon: psutil.Process, port: int, opened: float, threads0: int,
+                    rss0: float) -> UnderAttack:
+    """Peak threads and RSS and one scrape's latency every half second, for up to 30 s."""
+    seen = UnderAttack(threads0, rss0, [], None)
+    while time.monotonic() - opened < 30:
+        threads, rss, lat = figures(daemon, port, scrapes=1)
+        seen.threads, seen.rss_mib = max(seen.threads, threads), max(seen.rss_mib, rss)
+        seen.latencies += lat
+        open_now = sum(1 for c in daemon.net_connections(kind="tcp")
+                       if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+        if open_now == 0:
+            seen.cut_after = time.monotonic() - opened
+            break
+        time.sleep(0.5)
+    return seen
+
+
+def slowloris(daemon: psutil.Process, port: int, clients: int, every: str) -> bool:
+    """The baseline, then ``clients`` slow clients: print both, True if the daemon held."""
+    threads0, rss0, lat0 = figures(daemon, port)
+    say(f"[slow] baseline: threads={threads0} rss_mib={rss0:.1f} "
+        f"scrape_ms max={max(lat0):.1f} median={sorted(lat0)[len(lat0) // 2]:.1f}")
+    opened = time.monotonic()
+    slow = open_slow_clients(port, clients)
+    stop = threading.Event()
+    try:
+        threading.Thread(target=trickle, args=(slow, parse_duration(every), stop),
+                         daemon=True).start()
+        time.sleep(1.0)
+        seen = watch_until_cut(daemon, port, opened, threads0, rss0)
+    finally:
+        stop.set()
+        for sock in slow:
+            sock.close()
+    closed = closed_counters(port)
+    lat = seen.latencies
+    say(f"[slow] {clients} clients, a byte every {every}: threads peak={seen.threads} "
+        f"rss_mib peak={seen.rss_mib:.1f} (+{seen.rss_mib - rss0:.1f}) scrape_ms "
+        f"max={max(lat):.1f} median={sorted(lat)[len(lat) // 2]:.1f} over {len(lat)} scrapes")
+    say(f"[slow] all cut after {seen.cut_after:.1f} s" if seen.cut_after is not None
+        else "[slow] still open after 30 s")
+    say(f"[slow] daemon's customer_sync_exporter_http_connections_closed_total: {closed}")
+    return (max(lat) < 1000 and seen.threads < threads0 + 20 and seen.cut_after is not None
+            and closed.get("header_timeout", 0) >= clients)
+
+
+def remove_tree(root: Path) -> None:
+    with contextlib.suppress(OSError):
+        for f in root.rglob("*"):
+            if f.is_file():
+                f.unlink()
+        for d in sorted(root.rglob("*"), reverse=True):
+            d.rmdir()
+        root.rmdir()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--every", default="5s", help="one byte per client this often (default 5s)")
     a = p.parse_args()
-    every = parse_duration(a.every)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < a.clients + 100:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, a.clients + 100), hard))
     root = Path(tempfile.mkdtemp(prefix="csx-slow-"))
     proc, port = start_daemon(root)
-    daemon = psutil.Process(proc.pid)
-    slow: list[socket.socket] = []
-    stop = threading.Event()
     try:
         for name, data in CASES:
             say(f"[case] {name:<58} -> {probe(port, data)}")
-        threads0, rss0, lat0 = figures(daemon, port)
-        say(f"[slow] baseline: threads={threads0} rss_mib={rss0:.1f} "
-            f"scrape_ms max={max(lat0):.1f} median={sorted(lat0)[len(lat0) // 2]:.1f}")
-        opened = time.monotonic()
-        for _ in range(a.clients):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            sock.setblocking(False)
-            slow.append(sock)
-
-        def trickle() -> None:
-            for i in range(len(HEAD)):
-                for sock in slow:
-                    with contextlib.suppress(OSError):  # cut by the daemon: expected
-                        sock.send(HEAD[i:i + 1])
-                if stop.wait(every):
-                    return
-
-        threading.Thread(target=trickle, daemon=True).start()
-        time.sleep(1.0)
-        peak_threads, peak_rss, latencies = threads0, rss0, []
-        cut_after = None
-        while time.monotonic() - opened < 30:
-            threads, rss, lat = figures(daemon, port, scrapes=1)
-            peak_threads, peak_rss = max(peak_threads, threads), max(peak_rss, rss)
-            latencies += lat
-            open_now = sum(1 for c in daemon.net_connections(kind="tcp")
-                           if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
-            if open_now == 0:
-                cut_after = time.monotonic() - opened
-                break
-            time.sleep(0.5)
-        closed = closed_counters(port)
-        say(f"[slow] {a.clients} clients, a byte every {a.every}: threads peak={peak_threads} "
-            f"rss_mib peak={peak_rss:.1f} (+{peak_rss - rss0:.1f}) scrape_ms "
-            f"max={max(latencies):.1f} median={sorted(latencies)[len(latencies) // 2]:.1f} "
-            f"over {len(latencies)} scrapes")
-        say(f"[slow] all cut after {cut_after:.1f} s" if cut_after is not None
-            else "[slow] still open after 30 s")
-        say(f"[slow] daemon's customer_sync_exporter_http_connections_closed_total: {closed}")
-        ok = (max(latencies) < 1000 and peak_threads < threads0 + 20 and cut_after is not None
-              and closed.get("header_timeout", 0) >= a.clients)
+        ok = slowloris(psutil.Process(proc.pid), port, a.clients, a.every)
         say(f"[slow] result: {'PASS' if ok else 'FAIL'}")
         return 0 if ok else 1
     finally:
-        stop.set()
-        for sock in slow:
-            sock.close()
         proc.terminate()
         proc.wait(15)
-        with contextlib.suppress(OSError):
-            for f in root.rglob("*"):
-                if f.is_file():
-                    f.unlink()
-            for d in sorted(root.rglob("*"), reverse=True):
-                d.rmdir()
-            root.rmdir()
+        remove_tree(root)
 
 
 if __name__ == "__main__":

@@ -2,17 +2,16 @@
 
 A source is the tail (:mod:`collectors.logtail`), the sliding windows it feeds
 (:mod:`collectors.windows`), the two label sets its rows are coded with and the time source the
-windows run on. The assembly code builds one per config when either collector is enabled and
-hands it to both by keyword, so both agree on every row and the table is read once; neither
-owns it. Each collector attaches what it keeps (a subscriber to the cumulative groups, a
-consumer of the windows) and detaches when it is closed; the last one out closes the source,
-which cancels a start-up pass still reading.
+windows run on. The pipeline (:mod:`exporter.pipeline`) builds one per config when either
+collector is enabled and hands it to both by keyword, so both agree on every row and the table
+is read once; neither owns it. Each collector attaches what it keeps (a subscriber to the
+cumulative groups, a consumer of the windows) and detaches when it is closed; the pipeline closes
+the source after its collectors, which cancels a start-up pass still reading.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -84,8 +83,6 @@ class SyncLogSource:
             monotonic=monotonic,
             max_gap_ranges=max_gap_ranges,
         )
-        self._readers = 0
-        self._lock = threading.Lock()
 
     @property
     def longest_window_us(self) -> int:
@@ -93,24 +90,19 @@ class SyncLogSource:
 
     def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
         """Feed ``subscriber`` every group read and ``window_consumer`` the windows' rows."""
-        with self._lock, self.tail.lock:
+        with self.tail.lock:
             self.tail.subscribers.append(subscriber)
             self.sliding.consumers.append(window_consumer)
-            self._readers += 1
 
     def detach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
-        """Stop feeding them; when no reader is left, close the source."""
-        with self._lock:
-            with self.tail.lock:
-                self.tail.subscribers.remove(subscriber)
-                self.sliding.consumers.remove(window_consumer)
-            self._readers -= 1
-            last = self._readers == 0
-        if last:
-            self.close()
+        """Stop feeding them."""
+        with self.tail.lock:
+            self.tail.subscribers.remove(subscriber)
+            self.sliding.consumers.remove(window_consumer)
 
     def close(self) -> None:
-        """Stop reading the table: a start-up pass in flight is cancelled."""
+        """Stop reading the table: a start-up pass in flight is cancelled. Its owner's job (the
+        pipeline's), after the collectors that read it are closed."""
         self.tail.close()
 
     def read(self, deadline: Deadline, families: Callable[[], list[Metric]], *,

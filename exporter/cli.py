@@ -6,20 +6,54 @@ import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from exporter import __version__
 from exporter.config import COLLECTOR_NAMES, Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from exporter.scrape import CollectorResult, Scraper
 
 DEFAULT_LISTEN = ":9188"
 DEFAULT_CONFIG = "config.yaml"
+DEFAULT_TELEMETRY_PATH = "/metrics"
+LOG_LEVELS = ["debug", "info", "warn", "warning", "error"]  # warn: the Go exporters' spelling
+LOG_FORMATS = ["json", "logfmt", "console"]
+
+
+class _Version(argparse.Action):
+    """``--version``: several lines, printed as they are (argparse's own action rewraps them)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0,
+                         help="print the version, revision, Python and platform, and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
+        from exporter.version import version_text
+
+        print(version_text(parser.prog.split()[0]))
+        parser.exit()
+
+
+def _telemetry_path(value: str) -> str:
+    from exporter.http import check_telemetry_path
+
+    try:
+        return check_telemetry_path(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_logging(p: argparse.ArgumentParser, format_default: str) -> None:
+    p.add_argument("--log.level", dest="log_level", default="info", choices=LOG_LEVELS)
+    p.add_argument("--log.format", dest="log_format", default=format_default,
+                   choices=LOG_FORMATS)
 
 
 def _add_common(p: argparse.ArgumentParser, config_default: str | None = DEFAULT_CONFIG) -> None:
     p.add_argument("--config.file", dest="config_file", default=config_default,
                    help=f"path to the YAML config (default: {config_default})")
-    p.add_argument("--log.level", dest="log_level", default="info",
-                   choices=["debug", "info", "warning", "error"])
-    p.add_argument("--log.format", dest="log_format", default="json", choices=["json", "console"])
+    _add_logging(p, "json")
     for name in COLLECTOR_NAMES:
         p.add_argument(f"--collector.{name}", dest=f"collector_{name}", action="store_const",
                        const=True, default=None, help=f"enable the {name} collector")
@@ -27,12 +61,14 @@ def _add_common(p: argparse.ArgumentParser, config_default: str | None = DEFAULT
                        const=False, help=f"disable the {name} collector")
 
 
-def _add_listen(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN,
-                   help=f"address to serve /metrics on (default: {DEFAULT_LISTEN})")
-
-
 def _add_web(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--web.listen-address", dest="listen_addresses", action="append",
+                   default=None, metavar="ADDRESS",
+                   help=f"address to serve on; repeat it to listen on several, each its own "
+                        f"socket (default: {DEFAULT_LISTEN}, every address, dual-stack)")
+    p.add_argument("--web.telemetry-path", dest="telemetry_path", type=_telemetry_path,
+                   default=DEFAULT_TELEMETRY_PATH,
+                   help=f"path the metrics are served on (default: {DEFAULT_TELEMETRY_PATH})")
     p.add_argument("--web.config.file", dest="web_config_file", default=None,
                    help="exporter-toolkit web config (TLS, client certificates, basic auth, "
                         "headers); re-read when it or its certificate files change")
@@ -47,12 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="customer-sync-exporter",
         description="Prometheus exporter for the FREESPORT customer sync with 1C.",
     )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=_Version)
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the exporter daemon (the default)")
+    serve.add_argument("--version", action=_Version)
     _add_common(serve)
-    _add_listen(serve)
     _add_web(serve)
 
     check_config = sub.add_parser("check-config", help="validate config files and exit")
@@ -62,16 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(check)
 
     demo = sub.add_parser("demo", help="run on an embedded PostgreSQL, Redis and live traffic")
-    _add_listen(demo)
+    demo.add_argument("--web.listen-address", dest="listen_address", default=DEFAULT_LISTEN,
+                      help=f"address to serve /metrics on (default: {DEFAULT_LISTEN})")
     demo.add_argument("--rate", type=float, default=5.0, help="sync-log rows per second")
     demo.add_argument("--seed", type=int, default=None, help="random seed for the traffic")
     demo.add_argument("--data-dir", default=None, help="where to keep the demo's data")
     demo.add_argument("--with-prometheus", action="store_true",
                       help="also run Prometheus and Alertmanager if their binaries exist")
-    demo.add_argument("--log.format", dest="log_format", default="console",
-                      choices=["json", "console"])
-    demo.add_argument("--log.level", dest="log_level", default="info",
-                      choices=["debug", "info", "warning", "error"])
+    _add_logging(demo, "console")
     return parser
 
 
@@ -118,7 +152,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from exporter.logs import setup_logging
 
-    setup_logging(args.log_level, args.log_format)
+    masker = setup_logging(args.log_level, args.log_format)
     config = load_or_exit(args)
     if config is None:
         return 1
@@ -126,16 +160,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from exporter.service import Exporter, Signals  # heavy: only for a valid config
     from exporter.web import WebConfigError
 
+    addresses = args.listen_addresses or [DEFAULT_LISTEN]
     signals = Signals()  # before start: a SIGTERM during start-up still exits cleanly
     try:
-        exporter = Exporter(config, args.listen_address, web_config_file=args.web_config_file,
-                            health_without_auth=args.health_without_auth).start()
+        exporter = Exporter(config, addresses, web_config_file=args.web_config_file,
+                            health_without_auth=args.health_without_auth,
+                            telemetry_path=args.telemetry_path, masker=masker).start()
     except WebConfigError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return 1
     except (OSError, ValueError) as exc:
-        print(f"cannot listen on {args.listen_address}: {exc}", file=sys.stderr)
+        print(f"cannot listen on {', '.join(addresses)}: {exc}", file=sys.stderr)
         return 1
     overrides = _overrides(args)
     watcher = ConfigWatcher(
@@ -154,51 +190,62 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from exporter.collector import Deadline
-    from exporter.logs import MASKER, setup_logging
-    from exporter.service import Exporter
+    """Every collector once, on a pipeline of its own: no socket, no server."""
+    from exporter.config import iter_secrets
+    from exporter.logs import setup_logging
+    from exporter.pipeline import build_pipeline
 
-    setup_logging("error", args.log_format)
+    masker = setup_logging("error", args.log_format)
     config = load_or_exit(args)
     if config is None:
         return 1
-    exporter = Exporter(config, "127.0.0.1:0")
+    masker.update(iter_secrets(config))
+    pipeline = build_pipeline(config)
     try:
-        families = exporter.scraper.scrape(Deadline.after(config.scrape_timeout))
-        results = exporter.scraper.last_results()
-        # The sync-log starts by reading its table once; give it until the config's deadline.
-        end = time.monotonic() + config.scrape_timeout
-        while any(r is not None and r.reason == "timeout" for r in results.values()) and (
-            time.monotonic() < end
-        ):
-            time.sleep(0.5)
-            families = exporter.scraper.scrape(Deadline.after(config.scrape_timeout))
-            results = exporter.scraper.last_results()
-        del families
-        print(f"{'collector':<10} {'result':<7} {'duration':>9} {'samples':>8}  reason")
-        failed = 0
-        for name, r in results.items():
-            if r is None:  # one row per collector, even one that never reported
-                failed += 1
-                print(f"{name:<10} {'failed':<7} {'-':>9} {0:>8}  did not run")
-                continue
-            samples = sum(len(f.samples) for f in r.families)
-            state = "ok" if r.ok else "failed"
-            failed += not r.ok
-            # Printed, not logged: mask here what the log processor would have masked.
-            reason = "" if r.ok else MASKER.mask(f"{r.reason}: {r.message}")
-            print(f"{name:<10} {state:<7} {r.duration:>8.3f}s {samples:>8}  {reason}")
-        return 1 if failed else 0
+        results = _collect_once(pipeline.scraper, config.scrape_timeout)
     finally:
-        exporter.stop()
+        pipeline.close()
+    print(f"{'collector':<10} {'result':<7} {'duration':>9} {'samples':>8}  reason")
+    failed = 0
+    for name, r in results.items():
+        if r is None:  # one row per collector, even one that never reported
+            failed += 1
+            print(f"{name:<10} {'failed':<7} {'-':>9} {0:>8}  did not run")
+            continue
+        samples = sum(len(f.samples) for f in r.families)
+        state = "ok" if r.ok else "failed"
+        failed += not r.ok
+        # Printed, not logged: mask here what the log processor would have masked.
+        reason = "" if r.ok else masker.mask(f"{r.reason}: {r.message}")
+        print(f"{name:<10} {state:<7} {r.duration:>8.3f}s {samples:>8}  {reason}")
+    return 1 if failed else 0
+
+
+def _collect_once(scraper: Scraper, timeout: float) -> dict[str, CollectorResult | None]:
+    """One scrape, repeated while a collector reports ``timeout`` (the sync log reads its table
+    once at start) for up to ``timeout`` more."""
+    from exporter.collector import Deadline, Reason
+
+    def scrape() -> dict[str, CollectorResult | None]:
+        scraper.scrape(Deadline.after(timeout))
+        return scraper.last_results()
+
+    results = scrape()
+    end = time.monotonic() + timeout
+    while any(r is not None and r.reason is Reason.TIMEOUT for r in results.values()) and (
+        time.monotonic() < end
+    ):
+        time.sleep(0.5)
+        results = scrape()
+    return results
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from exporter.demo.run import run_demo
     from exporter.logs import setup_logging
 
-    setup_logging(args.log_level, args.log_format)
-    return run_demo(args)
+    masker = setup_logging(args.log_level, args.log_format)
+    return run_demo(args, masker=masker)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,10 @@
-"""The HTTP face: ``/metrics``, a landing page, and health endpoints for container probes.
+"""The HTTP face: ``/metrics`` (or ``--web.telemetry-path``), a landing page, and health
+endpoints for container probes.
+
+Each request that needs the collectors leases the live pipeline (:mod:`exporter.live`) and
+makes its whole answer inside the lease, so a config reload never closes a pipeline under a
+request. ``/health/ready`` answers from the last results while they are fresh, else it joins the
+shared scrape (single-flight, like ``/metrics``) or leads one.
 
 Exposition is done by prometheus_client's own encoders; which format (text or OpenMetrics, by
 ``Accept``) and whether gzip (by ``Accept-Encoding``) is decided by :mod:`exporter.negotiate`,
@@ -12,7 +18,7 @@ which only the scrape could tell (RFC 9110 §9.3.2 lets a server omit it). ``HEA
 paths is their ``GET`` without the body.
 
 TLS, client certificates, basic auth and security headers come from an optional exporter-toolkit
-web config (:mod:`exporter.webconfig`); the server itself, its timeouts and its limits are in
+web config (:mod:`exporter.web`); the server itself, its timeouts and its limits are in
 :mod:`exporter.httpserver`.
 """
 
@@ -22,7 +28,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +36,10 @@ import structlog
 
 from exporter import __version__
 from exporter.collector import Deadline
-from exporter.httpserver import ConnectionStats, HTTPServer, Limits, bind
+from exporter.httpserver import ConnectionStats, HTTPServer, Limits, bind_all
+from exporter.live import Lease, Live
 from exporter.negotiate import choose_format, gzip_accepted
+from exporter.pipeline import Pipeline
 from exporter.scrape import Scraper
 from exporter.web import WebConfigGate, WebConfigSource
 
@@ -40,16 +48,37 @@ log = structlog.get_logger(__name__)
 StartResponse = Callable[..., Any]
 Environ = dict[str, Any]
 
-PATHS = frozenset({"/metrics", "/", "/health/live", "/health/ready"})
+HEALTH_PATHS = frozenset({"/health/live", "/health/ready"})
+RESERVED_PATHS = frozenset({"/", *HEALTH_PATHS})
 ALLOW = "GET, HEAD, OPTIONS"
+# Readiness answers from the last results while every collector has one this recent; else it
+# joins the shared scrape (or leads one, within READY_DEADLINE_SECONDS).
+READY_MAX_AGE_SECONDS = 30.0
+READY_DEADLINE_SECONDS = 5.0
+
+
+def check_telemetry_path(path: str) -> str:
+    """``path`` if the metrics can be served there: a path, and not one of the others."""
+    if path in RESERVED_PATHS or not path.startswith("/"):
+        raise ValueError(f"invalid telemetry path {path!r}: it must begin with / and not be "
+                         f"one of {', '.join(sorted(RESERVED_PATHS))}")
+    return path
 
 
 class ExporterApp:
-    """The WSGI application. ``required`` names collectors whose failure makes us unready."""
+    """The WSGI application over the live pipeline (:mod:`exporter.live`)."""
 
-    def __init__(self, scraper: Scraper, required: Iterable[str] = ()) -> None:
-        self.scraper = scraper
-        self.required = set(required)
+    def __init__(self, live: Live | Scraper, required: Iterable[str] = (), *,
+                 telemetry_path: str = "/metrics",
+                 ready_max_age: float = READY_MAX_AGE_SECONDS) -> None:
+        """``live`` is what a reload swaps. A bare :class:`Scraper` (tests, embedding) is served
+        as a fixed pipeline whose ``required`` collectors fail readiness. ``telemetry_path`` is
+        where the exposition is (``--web.telemetry-path``)."""
+        check_telemetry_path(telemetry_path)
+        self.live = live if isinstance(live, Live) else Live(Pipeline(live, required=required))
+        self.telemetry_path = telemetry_path
+        self.paths = frozenset({telemetry_path, *RESERVED_PATHS})
+        self.ready_max_age = ready_max_age
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -63,7 +92,7 @@ class ExporterApp:
     def _route(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
         method = environ.get("REQUEST_METHOD", "GET")
-        if path not in PATHS and not (path == "*" and method == "OPTIONS"):
+        if path not in self.paths and not (path == "*" and method == "OPTIONS"):
             return self._respond(start_response, "404 Not Found", "text/plain; charset=utf-8",
                                  b"Not Found\n")
         if method == "OPTIONS":
@@ -76,16 +105,18 @@ class ExporterApp:
                 ("Content-Length", str(len(body))),
             ])
             return [body]
-        if path == "/metrics":
-            return self._metrics(environ, start_response)
-        if path == "/":
-            return self._respond(start_response, "200 OK", "text/html; charset=utf-8",
-                                 self._landing().encode())
         if path == "/health/live":
             return self._json(start_response, 200, {"status": "ok"})
-        return self._ready(start_response)
+        with self.live.lease() as lease:  # the whole answer is made inside: see exporter.wsgi
+            if path == self.telemetry_path:
+                return self._metrics(lease, environ, start_response)
+            if path == "/":
+                return self._respond(start_response, "200 OK", "text/html; charset=utf-8",
+                                     self._landing(lease.pipeline.scraper).encode())
+            return self._ready(lease, start_response)
 
-    def _metrics(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+    def _metrics(self, lease: Lease, environ: Environ,
+                 start_response: StartResponse) -> Iterable[bytes]:
         encoder, content_type = choose_format(environ.get("HTTP_ACCEPT"))
         gzipped = gzip_accepted(environ.get("HTTP_ACCEPT_ENCODING"))
         headers = [("Content-Type", content_type)]
@@ -99,20 +130,24 @@ class ExporterApp:
             header_timeout = float(header) if header else None
         except ValueError:
             header_timeout = None
-        output = self.scraper.scrape_shared(self.scraper.deadline_for(header_timeout))
+        scraper = lease.pipeline.scraper
+        output = scraper.scrape_shared(scraper.deadline_for(header_timeout), lease.extra)
         body = output.encode(encoder, content_type, gzipped)
         start_response("200 OK", [*headers, ("Content-Length", str(len(body)))])
         return [body]
 
-    def _ready(self, start_response: StartResponse) -> Iterable[bytes]:
-        results = self.scraper.last_results()
-        if any(r is None for r in results.values()):
-            self.scraper.scrape(Deadline.after(min(self.scraper.scrape_timeout, 5.0)))
-            results = self.scraper.last_results()
+    def _ready(self, lease: Lease, start_response: StartResponse) -> Iterable[bytes]:
+        scraper, required = lease.pipeline.scraper, lease.pipeline.required
+        results = scraper.last_results()
+        oldest = time.time() - self.ready_max_age
+        if any(r is None or r.finished_at < oldest for r in results.values()):
+            deadline = Deadline.after(min(scraper.scrape_timeout, READY_DEADLINE_SECONDS))
+            scraper.scrape_shared(deadline, lease.extra)
+            results = scraper.last_results()
         deps = {
             name: {
                 "ok": r is not None and r.ok,
-                "required": name in self.required,
+                "required": name in required,
                 "reason": None if r is None or r.ok else str(r.reason),
             }
             for name, r in results.items()
@@ -121,10 +156,10 @@ class ExporterApp:
         return self._json(start_response, 200 if ready else 503,
                           {"status": "ready" if ready else "unready", "dependencies": deps})
 
-    def _landing(self) -> str:
+    def _landing(self, scraper: Scraper) -> str:
         rows = []
         now = time.time()
-        for name, r in self.scraper.last_results().items():
+        for name, r in scraper.last_results().items():
             if r is None:
                 rows.append(f"<tr><td>{html.escape(name)}</td><td>not run yet</td>"
                             "<td></td><td></td><td></td></tr>")
@@ -142,7 +177,8 @@ class ExporterApp:
             "body{font-family:sans-serif;margin:2em}td,th{padding:.2em .8em;text-align:left}"
             ".ok{color:#070}.failed{color:#b00}</style></head><body>"
             f"<h1>customer-sync-exporter {html.escape(__version__)}</h1>"
-            '<p><a href="/metrics">Metrics</a> · <a href="/health/live">Liveness</a> · '
+            f'<p><a href="{html.escape(self.telemetry_path)}">Metrics</a> · '
+            '<a href="/health/live">Liveness</a> · '
             '<a href="/health/ready">Readiness</a></p>'
             "<h2>Collectors (last run)</h2><table><tr><th>collector</th><th>state</th>"
             "<th>reason</th><th>duration</th><th>age</th></tr>"
@@ -166,19 +202,8 @@ class ExporterApp:
 # --- server -----------------------------------------------------------------------------------
 
 
-def parse_listen_address(address: str) -> tuple[str, int]:
-    """``:9188``, ``127.0.0.1:9188`` or ``[::1]:9188`` to (host, port); '' means every address."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"invalid listen address {address!r}: use [host]:port, e.g. ':9188'")
-    return host.strip("[]"), int(port)
-
-
-HEALTH_PATHS = frozenset({"/health/live", "/health/ready"})
-
-
 def make_http_server(
-    address: str,
+    address: str | Sequence[str],
     app: Callable[..., Any],
     *,
     web_config_file: str | Path | None = None,
@@ -186,15 +211,16 @@ def make_http_server(
     limits: Limits | None = None,
     stats: ConnectionStats | None = None,
 ) -> HTTPServer:
-    """Bind ``address``. With ``web_config_file`` (exporter-toolkit format), serve TLS and/or
-    basic auth as it says; raises :class:`WebConfigError` when that file is unusable.
-    ``health_without_auth`` keeps ``/health/live`` and ``/health/ready`` open for probes."""
+    """Bind ``address``, or each of several (a socket each, one app). With ``web_config_file``
+    (exporter-toolkit format), serve TLS and/or basic auth as it says; raises
+    :class:`WebConfigError` when that file is unusable. ``health_without_auth`` keeps
+    ``/health/live`` and ``/health/ready`` open for probes."""
     web = None
     if web_config_file is not None:
         web = WebConfigSource(web_config_file, health_without_auth=health_without_auth)
         app = WebConfigGate(app, web, HEALTH_PATHS if health_without_auth else ())
-    return HTTPServer(bind(*parse_listen_address(address)), app, web=web, limits=limits,
-                      stats=stats)
+    socks = bind_all([address] if isinstance(address, str) else list(address))
+    return HTTPServer(socks, app, web=web, limits=limits, stats=stats)
 
 
 def serve_in_thread(server: HTTPServer, poll_interval: float = 0.5) -> threading.Thread:

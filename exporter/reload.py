@@ -30,29 +30,49 @@ CHECK_INTERVAL_SECONDS = 2.0
 
 class ReloadStatus:
     """What the last reload attempt of one file did, as metrics: ``what`` names the file in the
-    metric names (``config``, ``web_config``) and, with spaces, in their help."""
+    metric names (``config``, ``web_config``) and, with spaces, in their help.
+
+    A success is recorded together with the step that puts the new file in force, under
+    :attr:`lock`: whoever reads the status under that lock too (a scrape taking the live
+    pipeline, :mod:`exporter.live`) sees both or neither."""
 
     def __init__(self, what: str = "config") -> None:
         self.what = what
+        self.lock = threading.RLock()
         self.successful = True
         self.last_success = time.time()
+
+    def succeeded(self, commit: Callable[[], object] | None = None) -> None:
+        """Run ``commit`` (what makes the new file the one in force) and record the success, as
+        one step."""
+        with self.lock:
+            if commit is not None:
+                commit()
+            self.successful = True
+            self.last_success = time.time()
+
+    def failed(self) -> None:
+        with self.lock:
+            self.successful = False
 
     @property
     def _noun(self) -> str:
         return self.what.replace("_", " ")
 
     def families(self) -> list[Metric]:
+        with self.lock:
+            successful, last_success = self.successful, self.last_success
         return [
             GaugeMetricFamily(
                 f"customer_sync_exporter_{self.what}_last_reload_successful",
                 f"1 if the last attempt to load the {self._noun} file succeeded (0: the "
                 f"previous {self._noun} is still serving; the log says why).",
-                value=1.0 if self.successful else 0.0,
+                value=1.0 if successful else 0.0,
             ),
             GaugeMetricFamily(
                 f"customer_sync_exporter_{self.what}_last_reload_success_timestamp_seconds",
                 f"Unix time the running {self._noun} was loaded.",
-                value=self.last_success,
+                value=last_success,
             ),
         ]
 
@@ -76,14 +96,21 @@ def _unexpected(exc: BaseException) -> str:
     return f"{type(exc).__name__}{where}"
 
 
+Commit = Callable[[], object]
+
+
 class ConfigWatcher:
-    """Polls the config file's content and applies a new, valid config through ``apply``."""
+    """Polls the config file's content and applies a new, valid config through ``apply``.
+
+    ``apply`` prepares what the config needs (for the daemon: a whole new pipeline) and may
+    return the step that puts it in force; the watcher runs that step as one with recording the
+    success in ``status`` (:meth:`ReloadStatus.succeeded`)."""
 
     def __init__(
         self,
         path: str | Path,
         prepare: Callable[[Config], Config],
-        apply: Callable[[Config], None],
+        apply: Callable[[Config], Commit | None],
         status: ReloadStatus,
         interval: float = CHECK_INTERVAL_SECONDS,
     ) -> None:
@@ -119,7 +146,7 @@ class ConfigWatcher:
             try:
                 self._check()
             except Exception as exc:  # never seen; but a dead watcher would fail silently
-                self.status.successful = False
+                self.status.failed()
                 log.error("config watch failed, the previous config keeps serving",
                           file=str(self.path), error=_unexpected(exc))
 
@@ -135,23 +162,22 @@ class ConfigWatcher:
         try:
             config = self.prepare(load_config(self.path))
         except ConfigError as exc:
-            self.status.successful = False
+            self.status.failed()
             for line in exc.errors:
                 log.error("config reload rejected, the previous config keeps serving", error=line)
             return False
         except Exception as exc:  # a loader bug: still a rejected file, never a dead thread
-            self.status.successful = False
+            self.status.failed()
             log.error("config reload rejected, the previous config keeps serving",
                       error=f"{self.path}:0: (internal): {_unexpected(exc)}")
             return False
         try:
-            self.apply(config)
+            commit = self.apply(config)
         except Exception as exc:
-            self.status.successful = False
+            self.status.failed()
             log.error("config reload failed, the previous config keeps serving",
                       file=str(self.path), error=f"{type(exc).__name__}: {exc}")
             return False
-        self.status.successful = True
-        self.status.last_success = time.time()
+        self.status.succeeded(commit)
         log.info("config reloaded", file=str(self.path))
         return True

@@ -118,16 +118,13 @@ class Scraper:
         *,
         offset: float = HEADER_OFFSET_SECONDS,
         process_collector: bool = True,
-        extra: Callable[[], list[Metric]] | None = None,
         trimmer: MallocTrimmer | None = None,
     ) -> None:
-        """``extra`` adds families that are not a collector's (the config reload status);
-        ``trimmer`` gives free heap pages back after a scrape (see :mod:`exporter.memory`)."""
+        """``trimmer`` gives free heap pages back after a scrape (see :mod:`exporter.memory`)."""
         self.scrape_timeout = scrape_timeout
         self.offset = offset
         self._runners = {c.name: _Runner(c) for c in collectors}
         self._process = ProcessCollector(registry=None) if process_collector else None
-        self._extra = extra
         self._trimmer = trimmer
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
@@ -135,6 +132,10 @@ class Scraper:
     @property
     def collector_names(self) -> list[str]:
         return list(self._runners)
+
+    @property
+    def collectors(self) -> list[Collector]:
+        return [r.collector for r in self._runners.values()]
 
     def deadline_for(self, header_timeout: float | None) -> Deadline:
         budget = self.scrape_timeout
@@ -148,8 +149,9 @@ class Scraper:
     def last_results(self) -> dict[str, CollectorResult | None]:
         return {name: r.last for name, r in self._runners.items()}
 
-    def scrape_shared(self, deadline: Deadline) -> ScrapeOutput:
-        """A scrape, joined with the one in progress if there is one (single-flight)."""
+    def scrape_shared(self, deadline: Deadline, extra: Sequence[Metric] = ()) -> ScrapeOutput:
+        """A scrape, joined with the one in progress if there is one (single-flight); ``extra``
+        as in :meth:`scrape` (a scrape joined carries its leader's)."""
         with self._shared_lock:
             running = self._shared
             leader = running is None or running.done()
@@ -160,9 +162,9 @@ class Scraper:
             try:
                 return running.result(timeout=deadline.remaining())
             except FutureTimeout:
-                return ScrapeOutput(self.scrape(deadline))
+                return ScrapeOutput(self.scrape(deadline, extra))
         try:
-            output = ScrapeOutput(self.scrape(deadline))
+            output = ScrapeOutput(self.scrape(deadline, extra))
         except BaseException as exc:
             running.set_exception(exc)
             raise
@@ -171,7 +173,9 @@ class Scraper:
             self._trimmer.maybe_trim()  # this scrape's garbage is freed by now
         return output
 
-    def scrape(self, deadline: Deadline) -> list[Metric]:
+    def scrape(self, deadline: Deadline, extra: Sequence[Metric] = ()) -> list[Metric]:
+        """Every collector's families, then the scrape's own, ``extra`` (families that are no
+        collector's: the reload status, the HTTP server's) and the process's."""
         started = time.monotonic()
         inner = Deadline(deadline.at - min(RENDER_MARGIN_SECONDS, 0.2 * deadline.remaining()))
         runs = {name: self._start(runner, inner) for name, runner in self._runners.items()}
@@ -197,8 +201,7 @@ class Scraper:
         for result in results:
             families.extend(result.families)
         families.extend(self._self_metrics(results))
-        if self._extra is not None:
-            families.extend(self._extra())
+        families.extend(extra)
         if self._process is not None:
             families.extend(self._process.collect())
         return families
@@ -273,9 +276,19 @@ class Scraper:
         )
         return [success, duration, last_success, failure, build]
 
-    def close(self) -> None:
+    def close(self, grace: float = 0.0) -> None:
+        """Start no more runs and close the collectors. A run still under way (each is bounded
+        by the deadline of the scrape that started it) gets up to ``grace`` seconds to finish
+        first, so a replaced config's collectors are not closed under their last runs."""
+        running: list[Future[CollectorResult]] = []
         for runner in self._runners.values():
             runner.executor.shutdown(wait=False, cancel_futures=True)
+            with runner.lock:
+                if runner.in_flight is not None and not runner.in_flight.done():
+                    running.append(runner.in_flight)
+        if running and grace > 0:
+            wait(running, timeout=grace)
+        for runner in self._runners.values():
             closer = getattr(runner.collector, "close", None)
             if callable(closer):
                 try:

@@ -45,9 +45,10 @@ from exporter.demo.prometheus_stack import start_prometheus_stack
 from exporter.demo.redis import RedisServer
 from exporter.demo.stack import DemoStack
 from exporter.demo.traffic import Op, OutageSchedule, TrafficSimulator
-from exporter.http import parse_listen_address
+from exporter.httpserver import parse_listen_address
 
 if TYPE_CHECKING:
+    from exporter.logs import SecretMasker
     from exporter.service import Exporter
 
 log = structlog.get_logger(__name__)
@@ -92,7 +93,7 @@ def outage_switch(onec: OneCStandIn) -> Callable[[bool], None]:
     return switch
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace, *, masker: SecretMasker | None = None) -> int:
     """Start the stack, serve the exporter until SIGINT/SIGTERM, stop everything, return 0."""
     stop = threading.Event()
 
@@ -109,7 +110,7 @@ def run_demo(args: argparse.Namespace) -> int:
     )
     stack = DemoStack(data_dir, temporary)
     try:
-        return _run(args, stack, stop)
+        return _run(args, stack, stop, masker)
     except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"demo could not start: {exc}", file=sys.stderr)
         return 1
@@ -119,9 +120,10 @@ def run_demo(args: argparse.Namespace) -> int:
             signal.signal(s, handler)
 
 
-def _run(args: argparse.Namespace, stack: DemoStack, stop: threading.Event) -> int:
+def _run(args: argparse.Namespace, stack: DemoStack, stop: threading.Event,
+         masker: SecretMasker | None) -> int:
     """The start-up steps in order, each registering its stop with ``stack`` before it starts;
-    returns early (0) if a signal arrives between steps."""
+    returns early (0) if a signal arrives between steps. ``masker`` is the logs'."""
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     rng = random.Random(seed)
     pg, dsn = _postgres(stack)
@@ -139,7 +141,7 @@ def _run(args: argparse.Namespace, stack: DemoStack, stop: threading.Event) -> i
     _traffic(stack, TrafficSimulator(dsn, rng, rate=args.rate, schedule=OUTAGE),
              outage_switch(onec), [imports.on_batch, celery.on_batch])
     config = build_config(dsn, redis_server.url(), onec, onec_password, folder.path)
-    exporter = _exporter(stack, config, args.listen_address)
+    exporter = _exporter(stack, config, args.listen_address, masker)
     if exporter is None:
         return 1
     lines = (start_prometheus_stack(stack, f"127.0.0.1:{exporter.port}")
@@ -201,11 +203,12 @@ def _traffic(
     traffic.start()
 
 
-def _exporter(stack: DemoStack, config: Config, listen_address: str) -> Exporter | None:
+def _exporter(stack: DemoStack, config: Config, listen_address: str,
+              masker: SecretMasker | None) -> Exporter | None:
     from exporter.service import Exporter
 
     try:
-        exporter = Exporter(config, listen_address)
+        exporter = Exporter(config, listen_address, masker=masker)
     except (OSError, ValueError) as exc:
         print(f"cannot listen on {listen_address}: {exc}", file=sys.stderr)
         return None

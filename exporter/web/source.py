@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -85,8 +84,7 @@ class WebConfigSource:
             self._settings = new
             self._attempted = self._settle((self.path, *new.files), before)
             self.reloads += 1
-            self.status.successful = True
-            self.status.last_success = time.time()
+            self.status.succeeded()
             log.info("web config reloaded", file=str(self.path), tls=new.tls is not None,
                      basic_auth_users=len(new.users))
             _log_notes(new)
@@ -94,7 +92,7 @@ class WebConfigSource:
 
     def _failed(self, exc: Exception, before: _Signature) -> None:
         self.reload_failures += 1
-        self.status.successful = False
+        self.status.failed()
         # Also watch what the broken file names: creating a missing cert must retry.
         watch = tuple(dict.fromkeys((*self._watch, *_referenced(self.path))))
         self._attempted = self._settle(watch, before)

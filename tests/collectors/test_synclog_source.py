@@ -1,5 +1,6 @@
 """The shared sync-log source on real PostgreSQL: one read of the table for both collectors,
-alive while either reads it, and a start-up pass in flight cancelled in PostgreSQL on close."""
+a collector closed leaves the other reading, and a start-up pass in flight is cancelled in
+PostgreSQL when the source is closed (by its owner, the pipeline, after the collectors)."""
 
 from __future__ import annotations
 
@@ -68,15 +69,15 @@ def test_both_collectors_read_each_row_once(conn: psycopg.Connection[Any], db: D
     assert from_business[(("source", "unknown"), ("status", "error"))] == 2
 
 
-def test_the_source_lives_while_a_collector_reads_it(conn: psycopg.Connection[Any],
-                                                     db: Database) -> None:
+def test_a_closed_collector_leaves_the_source_to_the_other(conn: psycopg.Connection[Any],
+                                                            db: Database) -> None:
     synclog, business = collectors(db)
     insert_rows(conn, [LogRow("created", "success", ts(NOW - 5))] * 3)
     scrape(synclog.collect)
     synclog.close()
     insert_rows(conn, [LogRow("conflict_resolution", "success", ts(NOW - 5))])
     assert sum(pick(scrape(business.collect), "customer_sync_conflicts_total").values()) == 1
-    business.close()
+    business.source.close()
     with pytest.raises(CollectorError) as closed:
         business.collect(Deadline.after(5))
     assert closed.value.reason is Reason.INTERNAL and "closed" in closed.value.message
@@ -84,8 +85,9 @@ def test_the_source_lives_while_a_collector_reads_it(conn: psycopg.Connection[An
 
 def test_closing_cancels_a_start_up_pass_in_flight(db_dsn: str, conn: psycopg.Connection[Any],
                                                    db: Database) -> None:
-    """The pass waits for a lock (as it would read a big table): once both collectors are
-    closed its query is cancelled and its connection ends, though the lock is still held."""
+    """The pass waits for a lock (as it would read a big table): closing the collectors leaves
+    it running; closing the source cancels its query and ends its connection, though the lock is
+    still held."""
 
     def backends(waiting_for_a_lock: bool = True) -> int:
         (n,) = conn.execute(
@@ -105,6 +107,9 @@ def test_closing_cancels_a_start_up_pass_in_flight(db_dsn: str, conn: psycopg.Co
         time.sleep(0.3)
         assert backends() == 1  # business still reads the source: the pass goes on
         business.close()
+        time.sleep(0.3)
+        assert backends() == 1  # the source is not theirs to close
+        business.source.close()
         end = time.monotonic() + 5
         while backends(waiting_for_a_lock=False) and time.monotonic() < end:
             time.sleep(0.05)

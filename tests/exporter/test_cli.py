@@ -11,6 +11,7 @@ import contextlib
 import itertools
 import json
 import os
+import platform
 import re
 import signal
 import socket
@@ -390,6 +391,15 @@ def test_serve_survives_bad_config_files_and_applies_the_next_good_one(tmp_path:
     def reload_ok(d: Daemon) -> float:
         return d.metrics()[("customer_sync_exporter_config_last_reload_successful", ())]
 
+    def new_config_with_its_status(d: Daemon) -> bool:
+        """Whether the new collectors serve; when they do, the same scrape says the reload
+        succeeded (the swap and the status are one step)."""
+        samples = d.metrics()
+        if set(success(samples)) != {"disk"}:
+            return False
+        assert samples[("customer_sync_exporter_config_last_reload_successful", ())] == 1
+        return True
+
     bomb = ["x0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
     bomb += [f"x{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
     bad_files = {
@@ -416,9 +426,7 @@ def test_serve_survives_bad_config_files_and_applies_the_next_good_one(tmp_path:
             until(lambda n=before: rejections(d) > n, f"{name}: SIGHUP not acted on")
             replace((base + "  process: {enabled: false}\n").encode())
             d.proc.send_signal(signal.SIGHUP)
-            # The collectors are swapped a moment before the reload status is set: wait for both.
-            until(lambda: set(success(d.metrics())) == {"disk"} and reload_ok(d) == 1,
-                  f"{name}: good file not applied")
+            until(lambda: new_config_with_its_status(d), f"{name}: good file not applied")
             replace(base.encode())  # back to both collectors for the next bad file
             d.proc.send_signal(signal.SIGHUP)
             until(lambda: set(success(d.metrics())) == {"disk", "process"}, "restore")
@@ -434,6 +442,71 @@ def test_serve_survives_bad_config_files_and_applies_the_next_good_one(tmp_path:
         (f"{config}:9: (file): the file goes past 256 KiB on this line; a config is a few KiB, "
          "so it is not parsed", True),
     ]
+
+
+# --- the flags Go exporters have ----------------------------------------------------------------
+
+
+def disk_only(tmp_path: Path) -> Path:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "collectors:\n  synclog: {enabled: false}\n  business: {enabled: false}\n"
+        "  postgres: {enabled: false}\n  redis: {enabled: false}\n  onec: {enabled: false}\n"
+        "  process: {enabled: false}\n"
+        f"  disk:\n    dirs: [{{name: here, path: '{tmp_path}'}}]\n"
+    )
+    return config
+
+
+@pytest.mark.parametrize("args", [["--version"], ["serve", "--version"],
+                                  ["--config.file", "x.yaml", "--version"]])
+def test_version_prints_version_revision_python_and_platform(args: list[str]) -> None:
+    from importlib.metadata import version
+
+    result = run(*args)
+    assert (result.returncode, result.stderr) == (0, "")
+    lines = result.stdout.splitlines()
+    expected = re.escape(version("customer-sync-exporter"))
+    assert re.fullmatch(rf"customer-sync-exporter, version {expected} "
+                        r"\(revision: (unknown|[0-9a-f]{40})\)", lines[0]), lines[0]
+    assert lines[1] == f"  python version:   {platform.python_version()} " \
+                       f"({platform.python_implementation()})"
+    assert lines[2] == f"  platform:         {sys.platform}/{platform.machine()}"
+    assert re.fullmatch(r"  libraries:        prometheus-client [\d.]+, h11 [\d.]+, .*", lines[3])
+
+
+def test_several_listen_addresses_telemetry_path_and_logfmt(tmp_path: Path) -> None:
+    second = free_port()
+    with serving(tmp_path, disk_only(tmp_path), "--web.listen-address", f"127.0.0.1:{second}",
+                 "--web.telemetry-path", "/custom/metrics", "--log.format", "logfmt") as d:
+        urls = [d.url, f"http://127.0.0.1:{second}"]
+        for url in urls:
+            r = requests.get(f"{url}/custom/metrics", timeout=10)
+            assert r.status_code == 200 and "customer_sync_log_dir_" in r.text
+            assert requests.get(f"{url}/metrics", timeout=10).status_code == 404
+            assert 'href="/custom/metrics"' in requests.get(f"{url}/", timeout=10).text
+        assert stop(d) == 0
+    lines = [line for line in d.stderr.splitlines() if line.strip()]
+    stamp = r"timestamp=\d{4}-\d\d-\d\dT[\d:.]+Z level=\w+ event=\S+"
+    assert all(re.match(stamp, line) for line in lines), lines
+    listening = [line for line in lines if "event=listening" in line]
+    ports = [int(d.url.rsplit(":", 1)[1]), second]
+    assert [re.findall(r" port=(\d+)", line) for line in listening] == [[str(p)] for p in ports]
+
+
+def test_log_level_warn_drops_info_lines(tmp_path: Path) -> None:
+    with serving(tmp_path, disk_only(tmp_path), "--log.level", "warn") as d:
+        assert requests.get(f"{d.url}/metrics", timeout=10).status_code == 200
+        assert stop(d) == 0
+    events = [json.loads(line) for line in d.stderr.splitlines() if line.strip()]
+    assert not [e for e in events if e["level"] == "info"], events
+
+
+@pytest.mark.parametrize("path", ["/health/ready", "metrics"])
+def test_a_telemetry_path_that_would_hide_a_page_is_refused(path: str) -> None:
+    result = run("serve", "--web.telemetry-path", path)
+    assert result.returncode == 2
+    assert f"--web.telemetry-path: invalid telemetry path '{path}'" in result.stderr
 
 
 # --- 1C credentials that are not ASCII ---------------------------------------------------------

@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from structlog.testing import capture_logs
 
 from exporter.collector import CollectorError, Deadline, Reason, dependency_up
-from exporter.http import ExporterApp, make_http_server, parse_listen_address, serve_in_thread
+from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.scrape import Scraper
 from tests.raw_http import exchange, request
 
@@ -83,9 +83,9 @@ def serve() -> Iterator[object]:
     servers = []
 
     def start(collectors: list[object], required: Iterable[str] = (),
-              timeout: float = 5.0) -> str:
+              timeout: float = 5.0, **app: Any) -> str:
         scraper = Scraper(collectors, timeout, process_collector=False)  # type: ignore[arg-type]
-        server = make_http_server("127.0.0.1:0", ExporterApp(scraper, required))
+        server = make_http_server("127.0.0.1:0", ExporterApp(scraper, required, **app))
         serve_in_thread(server, poll_interval=0.02)
         servers.append((server, scraper))
         return f"http://127.0.0.1:{server.server_address[1]}"
@@ -212,6 +212,57 @@ def test_health_ready_200_when_only_optional_collectors_fail(serve: Any) -> None
     assert r.json()["dependencies"]["beta"]["ok"] is False
 
 
+def test_health_ready_reads_fresh_results_and_collects_again_when_they_are_old(
+    serve: Any,
+) -> None:
+    fixed = Fixed("alpha", gauge=1.0, counter=1.0)
+    base = serve([fixed], required=["alpha"])
+    requests.get(f"{base}/metrics", timeout=5)
+    assert requests.get(f"{base}/health/ready", timeout=5).status_code == 200
+    assert fixed.calls == 1  # the scrape's results are fresh: read, not collected again
+    stale = Fixed("beta", gauge=1.0, counter=1.0)
+    base = serve([stale], required=["beta"], ready_max_age=0.0)
+    for _ in range(2):
+        assert requests.get(f"{base}/health/ready", timeout=5).status_code == 200
+    assert stale.calls == 2
+
+
+def test_health_ready_joins_the_scrape_in_progress(serve: Any) -> None:
+    slow = Slow("slow")
+    base = serve([slow], required=["slow"])
+    answers: dict[str, int] = {}
+
+    def get(path: str) -> None:
+        answers[path] = requests.get(f"{base}{path}", timeout=10).status_code
+
+    scrape = threading.Thread(target=get, args=("/metrics",))
+    scrape.start()
+    while slow.calls == 0:
+        time.sleep(0.01)
+    ready = threading.Thread(target=get, args=("/health/ready",))
+    ready.start()
+    time.sleep(0.2)
+    assert ready.is_alive()  # waiting for the scrape under way, not answering from nothing
+    slow.release.set()
+    scrape.join(10)
+    ready.join(10)
+    assert answers == {"/metrics": 200, "/health/ready": 200} and slow.calls == 1
+
+
+def test_the_telemetry_path_moves_the_metrics_and_the_landing_page_follows(serve: Any) -> None:
+    base = serve([Fixed("alpha", gauge=3.0, counter=1.0)], telemetry_path="/custom/metrics")
+    r = requests.get(f"{base}/custom/metrics", timeout=5)
+    assert r.status_code == 200 and "customer_sync_alpha_queue_length" in r.text
+    assert requests.get(f"{base}/metrics", timeout=5).status_code == 404
+    assert '<a href="/custom/metrics">Metrics</a>' in requests.get(f"{base}/", timeout=5).text
+
+
+@pytest.mark.parametrize("path", ["/", "/health/live", "/health/ready", "metrics", ""])
+def test_a_telemetry_path_that_hides_another_page_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="invalid telemetry path"):
+        ExporterApp(Scraper([], 1.0, process_collector=False), telemetry_path=path)
+
+
 def test_unknown_path_is_404(serve: Any) -> None:
     base = serve([Fixed("alpha", gauge=1.0, counter=1.0)])
     for path in ("/nope", "/metrics/extra", "/health"):
@@ -237,20 +288,6 @@ def test_concurrent_scrapes_share_one_collection(serve: Any) -> None:
         t.join()
     assert results == [200] * 5
     assert slow.calls == 1  # single-flight: five scrapes, one collection
-
-
-@pytest.mark.parametrize(
-    ("address", "expected"),
-    [(":9188", ("", 9188)), ("127.0.0.1:0", ("127.0.0.1", 0)), ("[::1]:9188", ("::1", 9188))],
-)
-def test_parse_listen_address(address: str, expected: tuple[str, int]) -> None:
-    assert parse_listen_address(address) == expected
-
-
-@pytest.mark.parametrize("address", ["9188", "host:", "host:port", ":70000"])
-def test_parse_listen_address_rejects(address: str) -> None:
-    with pytest.raises(ValueError, match="invalid listen address"):
-        parse_listen_address(address)
 
 
 # --- methods, HEAD and negotiation over raw sockets ------------------------------------------

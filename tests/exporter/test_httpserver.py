@@ -28,6 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families as parse_tex
 from exporter.collector import Deadline
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.httpserver import CLOSE_REASONS, ConnectionStats, HTTPServer, Limits
+from exporter.live import Live
+from exporter.pipeline import Pipeline
 from exporter.scrape import Scraper
 from tests.raw_http import Client, closed_by_peer, connect, exchange, request
 from tests.tls_certs import atomic_write, issue, make_ca
@@ -70,8 +72,8 @@ def start() -> Iterator[Callable[..., Running]]:
         stats = ConnectionStats()
         scraper = None
         if app is None:
-            scraper = Scraper([Value()], 5.0, process_collector=False, extra=stats.families)
-            app = ExporterApp(scraper)
+            scraper = Scraper([Value()], 5.0, process_collector=False)
+            app = ExporterApp(Live(Pipeline(scraper), extra=stats.families))
         server = make_http_server("127.0.0.1:0", app, web_config_file=web_config_file,
                                   limits=Limits(**limits), stats=stats)
         serve_in_thread(server, poll_interval=0.05)
@@ -179,6 +181,36 @@ def test_underscore_headers_cannot_pose_as_dashed_ones(start: Any) -> None:
                                              "X-Real": "1"}))
     assert "HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS" not in seen[0]
     assert seen[0]["HTTP_X_REAL"] == "1"
+
+
+# --- several listeners ----------------------------------------------------------------------
+
+
+def test_one_server_answers_on_each_of_several_listeners() -> None:
+    def where(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = f"{environ['SERVER_NAME']}:{environ['SERVER_PORT']}".encode()
+        start_response("200 OK", [("Content-Length", str(len(body)))])
+        return [body]
+
+    stats = ConnectionStats()
+    server = make_http_server(["127.0.0.1:0", "127.0.0.1:0"], where, stats=stats)
+    serve_in_thread(server, poll_interval=0.05)
+    try:
+        ports = [int(a[1]) for a in server.server_addresses]
+        assert len(set(ports)) == 2 and server.server_address[1] == ports[0]
+        with Client.to(ports[0]) as first, Client.to(ports[1]) as second:
+            first.send(request("GET", "/"))
+            second.send(request("GET", "/"))
+            answers = [first.answer().body, second.answer().body]
+            assert stats.open == 2  # one table for both listeners
+        assert answers == [f"127.0.0.1:{p}".encode() for p in ports]
+    finally:
+        server.shutdown()
+        server.server_close()
+    for port in ports:  # both sockets are closed with the server
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
 
 
 # --- keep-alive and pipelining ------------------------------------------------------------------

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
 from exporter.config import iter_secrets, parse_config
-from exporter.errors import MASK
-from exporter.logs import MASKER, SecretMasker, setup_logging
+from exporter.logs import MASK, SecretMasker, setup_logging
 
 PASSWORD = "pg-Secret-7f3a"
 TOKEN = "onec-Token-91bc"
@@ -65,12 +65,10 @@ def logging_state() -> Iterator[None]:
     saved_config = structlog.get_config()
     root = logging.getLogger()
     saved_handlers, saved_level = root.handlers[:], root.level
-    saved_secrets = MASKER.secrets[:]
     yield
     structlog.configure(**saved_config)
     root.handlers[:] = saved_handlers
     root.setLevel(saved_level)
-    MASKER.secrets = saved_secrets
 
 
 def _log_everything() -> None:
@@ -84,7 +82,7 @@ def _log_everything() -> None:
     logging.getLogger("urllib3.connectionpool").warning("retrying %s with token %s", DSN, TOKEN)
 
 
-@pytest.mark.parametrize("fmt", ["json", "console"])
+@pytest.mark.parametrize("fmt", ["json", "logfmt", "console"])
 def test_secrets_from_the_config_are_masked_in_every_log_line(
     fmt: str, logging_state: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -93,8 +91,8 @@ def test_secrets_from_the_config_are_masked_in_every_log_line(
         "collectors:\n  onec:\n    url: https://1c.example/ping\n    token: ${TOK}\n",
         "c.yaml", {"PGPW": PASSWORD, "TOK": TOKEN},
     )
-    setup_logging("info", fmt)
-    MASKER.update(iter_secrets(config))  # what Exporter does at start
+    masker = setup_logging("info", fmt)
+    masker.update(iter_secrets(config))  # what Exporter does at start
     _log_everything()
     err = capsys.readouterr().err
     assert PASSWORD not in err and TOKEN not in err
@@ -117,11 +115,52 @@ def test_without_the_masker_the_same_lines_would_leak(
     logging_state: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Control: the secrets really are in what is logged, so the test above can fail."""
-    setup_logging("info", "json")
-    MASKER.update([])
+    setup_logging("info", "json")  # a masker that knows no secret
     _log_everything()
     err = capsys.readouterr().err
     assert err.count(PASSWORD) >= 4 and err.count(TOKEN) == 2
+
+
+def test_logfmt_is_one_line_per_event_with_time_level_and_event_first(
+    logging_state: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging("info", "logfmt")
+    log = structlog.get_logger("test")
+    log.info("listening", address=":9188", port=9188, tls=False)
+    try:
+        raise ValueError("two\nlines")
+    except ValueError:
+        log.exception("request failed", path="/metrics")
+    logging.getLogger("psycopg.pool").warning("pool says %s", "hello world")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3  # the traceback's newlines are escaped, not printed
+    stamp = r"timestamp=\d{4}-\d\d-\d\dT[\d:.]+Z"
+    assert re.fullmatch(stamp + r" level=info event=listening address=:9188 port=9188 tls=false",
+                        lines[0]), lines[0]
+    assert re.match(stamp + r' level=error event="request failed" path=/metrics exception="'
+                    r"Traceback \(most recent call last\):\\n", lines[1]), lines[1]
+    assert "ValueError: two\\nlines" in lines[1]
+    assert re.match(stamp + r' level=warning event="pool says hello world" logger=psycopg.pool',
+                    lines[2]), lines[2]
+
+
+@pytest.mark.parametrize("level", ["warn", "warning", "WARN"])
+def test_warn_is_the_go_exporters_spelling_of_warning(
+    level: str, logging_state: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    setup_logging(level, "json")
+    log = structlog.get_logger("test")
+    log.info("dropped")
+    log.warning("kept")
+    logging.getLogger("urllib3").info("dropped too")
+    logging.getLogger("urllib3").warning("kept too")
+    events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    assert events == ["kept", "kept too"]
+
+
+def test_an_unknown_format_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown log format 'xml'"):
+        setup_logging("info", "xml")
 
 
 @pytest.mark.parametrize(
