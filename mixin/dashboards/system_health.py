@@ -174,15 +174,9 @@ def _hours(seconds: float) -> str:
     return f"{number(seconds / 3600)} h"
 
 
-def celery(ctx: Context) -> Row:
-    """The celery collector: workers by heartbeat, tasks by event, beat's schedule."""
-    t = ctx.t
-    imp = f'task="{IMPORT_TASK}"'
-    periods = sorted({t.celery_cleanup_stale_import_sessions_period_seconds,
-                      t.celery_clear_abandoned_carts_period_seconds,
-                      t.celery_monitor_pending_verification_period_seconds})
-    limits = " and ".join(_hours(2 * p) for p in periods)
-    return Row("Celery", [
+def celery_workers(ctx: Context) -> Row:
+    """The celery collector's workers, from their heartbeats and inspect stats."""
+    return Row("Celery workers", [
         Panel("Celery workers up / known", "stat", [
             Q("sum(customer_sync_celery_worker_up{$SEL})", "up"),
             Q("sum(customer_sync_celery_workers{$SEL})", "known")],
@@ -212,12 +206,48 @@ def celery(ctx: Context) -> Row:
               "pool {{shop}} {{worker}}")],
             "short", "Tasks executing at each worker's newest heartbeat, against its pool "
             "processes (inspect stats). Active at the pool size for long: the worker is "
-            "saturated; a long import shows here before its run time does.", min=0),
+            "saturated; a long import shows here before its run time does.", width=8, min=0),
+        Panel("Default queue and tasks processed", "timeseries", [
+            Q('max by (shop) (customer_sync_redis_queue_length{$SEL, queue="celery"})',
+              "waiting {{shop}}"),
+            Q("sum by (shop) (rate(customer_sync_celery_worker_tasks_processed_total{$SEL}"
+              + RATE + "))", "processed/s {{shop}}")],
+            "short", "Messages waiting in the celery queue, and tasks the workers start per "
+            "second (their heartbeats' processed, task events on or off). Waiting above 0 for "
+            "5 minutes with nothing processed or running pages. A worker prefetches, so an "
+            "idle shop's queue reads 0.", width=8,
+            alert="CustomerSyncCeleryQueueNotConsumed", min=0),
+        Panel("Worker peak memory", "timeseries",
+              [Q("max by (shop, worker) "
+                 "(customer_sync_celery_worker_peak_resident_memory_bytes{$SEL})",
+                 "{{shop}} {{worker}}")],
+              "bytes", "Peak resident memory of each worker's main process (getrusage maxrss, "
+              "from inspect stats), workers on other hosts included; pool processes are not.",
+              width=8, min=0),
+    ])  # fmt: skip
+
+
+def celery_tasks(ctx: Context) -> Row:
+    """The celery collector's tasks, from task events: the 1C import and beat's schedule."""
+    t = ctx.t
+    imp = f'task="{IMPORT_TASK}"'
+    periods = sorted({t.celery_cleanup_stale_import_sessions_period_seconds,
+                      t.celery_clear_abandoned_carts_period_seconds,
+                      t.celery_monitor_pending_verification_period_seconds})
+    limits = " and ".join(_hours(2 * p) for p in periods)
+    return Row("Celery tasks", [
         Panel("Task throughput by state", "timeseries",
               [Q("sum by (state) (rate(customer_sync_celery_tasks_total{$SEL}" + RATE + "))",
                  "{{state}}")],
               "ops", "Task events per second by state, every task: received, started, "
               "succeeded, failed, retried, rejected, revoked (one per attempt).", min=0),
+        Panel("Queue wait p95 by task", "timeseries",
+              [Q("histogram_quantile(0.95, sum by (shop, task, le) (rate("
+                 "customer_sync_celery_task_queue_wait_seconds_bucket{$SEL}" + RATE + ")))",
+                 "{{shop}} {{task}}")],
+              "s", "From task-received (a worker took the message) to task-started (a pool "
+              "process began it): how long tasks wait for a free process. Time in the broker "
+              "queue before that is not included.", min=0),
         Panel("1C import task failure ratio (6h)", "timeseries",
               [Q(f"sum by (shop) (increase(customer_sync_celery_tasks_total{{$SEL, {imp}, "
                  'state="failed"}[6h])) / sum by (shop) (increase(customer_sync_celery_tasks_'
@@ -237,13 +267,6 @@ def celery(ctx: Context) -> Row:
             f"{number(t.celery_import_runtime_p95_seconds)} s. A hung import never ends: see "
             "active tasks.", width=8, steps=[(WARN, t.celery_import_runtime_p95_seconds)],
             alert="CustomerSyncCeleryImportTaskSlow", min=0),
-        Panel("Queue wait p95 by task", "timeseries",
-              [Q("histogram_quantile(0.95, sum by (shop, task, le) (rate("
-                 "customer_sync_celery_task_queue_wait_seconds_bucket{$SEL}" + RATE + ")))",
-                 "{{shop}} {{task}}")],
-              "s", "From task-received (a worker took the message) to task-started (a pool "
-              "process began it): how long tasks wait for a free process. Time in the broker "
-              "queue before that is not included.", width=8, min=0),
         Panel("Scheduled tasks: time since received and succeeded", "bargauge", [
             Q("time() - max by (shop, task) (customer_sync_celery_task_last_received_"
               "timestamp_seconds{$SEL}) and on (task) "
@@ -256,25 +279,8 @@ def celery(ctx: Context) -> Row:
             "s", "The tasks beat schedules (customer_sync:celery_task_schedule_period:seconds): "
             "time since a worker last received each, and since it last succeeded. A ticket "
             f"when one is not received for two periods ({limits}). A task appears with its "
-            "first run after the exporter started.", height=9, steps_base=NEUTRAL,
+            "first run after the exporter started.", width=8, steps_base=NEUTRAL,
             alert="CustomerSyncCeleryScheduledTaskMissed"),
-        Panel("Default queue and tasks processed", "timeseries", [
-            Q('max by (shop) (customer_sync_redis_queue_length{$SEL, queue="celery"})',
-              "waiting {{shop}}"),
-            Q("sum by (shop) (rate(customer_sync_celery_worker_tasks_processed_total{$SEL}"
-              + RATE + "))", "processed/s {{shop}}")],
-            "short", "Messages waiting in the celery queue, and tasks the workers start per "
-            "second (their heartbeats' processed, task events on or off). Waiting above 0 for "
-            "5 minutes with nothing processed or running pages. A worker prefetches, so an "
-            "idle shop's queue reads 0.", width=6, height=9,
-            alert="CustomerSyncCeleryQueueNotConsumed", min=0),
-        Panel("Worker peak memory", "timeseries",
-              [Q("max by (shop, worker) "
-                 "(customer_sync_celery_worker_peak_resident_memory_bytes{$SEL})",
-                 "{{shop}} {{worker}}")],
-              "bytes", "Peak resident memory of each worker's main process (getrusage maxrss, "
-              "from inspect stats), workers on other hosts included; pool processes are not.",
-              width=6, height=9, min=0),
     ])  # fmt: skip
 
 
@@ -295,4 +301,4 @@ def build(ctx: Context) -> dict[str, Any]:
         "Is everything the sync depends on up: the exporters and their collectors, PostgreSQL, "
         "Redis, log folders, the 1C HTTP service, worker processes, Celery, firing alerts.",
         [up(ctx), collectors(ctx), postgres_redis(ctx), log_folders(ctx), onec_processes(ctx),
-         celery(ctx), alerts(ctx)])
+         celery_workers(ctx), celery_tasks(ctx), alerts(ctx)])
