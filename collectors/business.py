@@ -281,8 +281,11 @@ class BusinessCollector:
         family = GaugeMetricFamily(
             "customer_sync_conflict_records",
             "Rows of common_syncconflict by conflict type, resolution strategy and is_resolved "
-            "(auto-resolved = resolved with onec_wins). Cached: recounted only when PostgreSQL's "
-            "table statistics show a change (they lag writes by up to about a second).",
+            "(auto-resolved = resolved with onec_wins). Cached: recounted when PostgreSQL's "
+            f"table statistics show a change, and every {RECOUNT_MAX_AGE:g} s. The statistics "
+            "lag writes: a backend publishes its counts at most once a second, one that goes "
+            "idle right after a write 10 s later, and up to 60 s while they are contended "
+            "(PostgreSQL 15+).",
             labels=["conflict_type", "resolution_strategy", "resolved"],
         )
         types, strategies = LabelSet(CONFLICT_TYPES, LABEL_CAP), LabelSet(RESOLUTION_STRATEGIES,
@@ -299,7 +302,9 @@ class BusinessCollector:
         customers = GaugeMetricFamily(
             "customer_sync_customers",
             "Users by origin (1c_import when created_in_1c, else portal registration) and role. "
-            "Cached: re-read when PostgreSQL's table statistics for users change.",
+            "Cached: re-read when PostgreSQL's table statistics for users change, and every "
+            f"{RECOUNT_MAX_AGE:g} s; the statistics lag writes by up to 10 s, 60 s while "
+            "contended (see customer_sync_conflict_records).",
             labels=["origin", "role"],
         )
         created = GaugeMetricFamily(

@@ -56,6 +56,12 @@ class Thresholds(_Model):
     log_disk_fill_hours_critical: Positive
     log_disk_free_guard_critical: Ratio
     onec_certificate_days: Positive
+    export_queue_oldest_age_seconds: Positive
+    celery_import_failure_ratio: Ratio
+    celery_import_runtime_p95_seconds: Positive
+    celery_cleanup_stale_import_sessions_period_seconds: Positive
+    celery_clear_abandoned_carts_period_seconds: Positive
+    celery_monitor_pending_verification_period_seconds: Positive
 
 
 class BurnRates(_Model):

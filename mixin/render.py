@@ -2,9 +2,9 @@
 
 The templates are the rule files as they ship, comments included, with ``${dotted.name}`` where
 a configured value goes (jsonnet mixins do the same with ``%(name)s``). ``${name|pct}`` prints
-a ratio as a percentage (0.1 -> 10). PromQL and Go templates never write ``${``, so nothing else
-in a rule file can be mistaken for a placeholder; an unknown name or filter is an error, never
-an empty string.
+a ratio as a percentage (0.1 -> 10), ``${name|hours}`` seconds as hours (86400 -> 24). PromQL
+and Go templates never write ``${``, so nothing else in a rule file can be mistaken for a
+placeholder; an unknown name or filter is an error, never an empty string.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def _format(value: float | str, flt: str | None) -> str:
         return value if isinstance(value, str) else number(value)
     if flt == "pct" and not isinstance(value, str):
         return number(value * 100)
+    if flt == "hours" and not isinstance(value, str):
+        return number(value / 3600)
     raise TemplateError(f"unknown filter |{flt}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mixin.dashboards.panels import CRIT, NEUTRAL, Context, Panel, Q, Row, dashboard
+from mixin.dashboards.panels import CRIT, NEUTRAL, WARN, Context, Panel, Q, Row, dashboard
 from mixin.render import number
 
 
@@ -75,7 +75,7 @@ def identification(ctx: Context) -> Row:
 
 
 def customers(ctx: Context) -> Row:
-    queue = ctx.t.queue_items
+    queue, stale = ctx.t.queue_items, ctx.t.export_queue_oldest_age_seconds
     return Row("Customers", [
         Panel("Registrations vs 1C imports (window)", "timeseries",
               [Q('sum by (origin) (customer_sync_recent_customers_created{$SEL, '
@@ -99,6 +99,13 @@ def customers(ctx: Context) -> Row:
             "short", "The 1C export backlog per shop against distinct customers synced per "
             f"window. The line is the backlog threshold ({number(queue)}).",
             steps=[(CRIT, queue)], alert="CustomerSyncQueueBacklog"),
+        Panel("Export queue waiting time", "timeseries",
+              [Q("max by (shop) (customer_sync_export_queue_oldest_age_seconds{$SEL})",
+                 "{{shop}}")],
+              "s", "How long the oldest active user flagged needs_1c_export has waited, since "
+              "its updated_at (saving the flag sets it; a lower bound). 0 while nobody waits. "
+              f"Ticket above {number(stale / 3600)} hours.", width=24, height=7,
+              steps=[(WARN, stale)], alert="CustomerSyncExportQueueStale", min=0),
     ])  # fmt: skip
 
 
@@ -106,5 +113,5 @@ def build(ctx: Context) -> dict[str, Any]:
     return dashboard(
         ctx, "customer-sync-business", "Customer sync / Business",
         "Business outcomes of the customer sync: conflicts, identification, registrations, "
-        "notifications, export backlog.",
+        "notifications, export backlog and its waiting time.",
         [now(ctx), conflicts(ctx), identification(ctx), customers(ctx)], window_var=True)

@@ -9,6 +9,7 @@ from mixin.dashboards.panels import (
     NEUTRAL,
     OK,
     OK_MAPPINGS,
+    RATE,
     UP_MAPPINGS,
     WARN,
     Context,
@@ -161,6 +162,128 @@ def onec_processes(ctx: Context) -> Row:
     ])  # fmt: skip
 
 
+IMPORT_TASK = "apps.integrations.tasks.run_selective_import_task"
+EVENTS_MAPPINGS = [{"type": "value", "options": {
+    "0": {"text": "off", "color": WARN, "index": 0},
+    "1": {"text": "on", "color": OK, "index": 1},
+}}]  # fmt: skip
+NONE_UP_MAPPINGS = [{"type": "value", "options": {"0": {"color": CRIT, "index": 0}}}]
+
+
+def _hours(seconds: float) -> str:
+    return f"{number(seconds / 3600)} h"
+
+
+def celery_workers(ctx: Context) -> Row:
+    """The celery collector's workers, from their heartbeats and inspect stats."""
+    return Row("Celery workers", [
+        Panel("Celery workers up / known", "stat", [
+            Q("sum(customer_sync_celery_worker_up{$SEL})", "up"),
+            Q("sum(customer_sync_celery_workers{$SEL})", "known")],
+            "short", "Workers whose heartbeats arrive, and workers heard from within "
+            "forget_worker_after (15 m), the selected exporters together. Red at 0; no worker "
+            "up for 2 minutes pages.", width=4, height=6, mappings=NONE_UP_MAPPINGS,
+            alert="CustomerSyncCeleryNoWorkerUp", decimals=0),
+        Panel("Worker up", "state-timeline",
+              [Q("max by (shop, worker) (customer_sync_celery_worker_up{$SEL})",
+                 "{{shop}} {{worker}}")],
+              "bool_on_off", "Per worker hostname: up while its newest heartbeat is younger "
+              "than twice its heartbeat interval (4 s at Celery's default), down at once after "
+              "worker-offline.", width=10, height=6, mappings=UP_MAPPINGS, steps_base=CRIT,
+              alert="CustomerSyncCeleryNoWorkerUp"),
+        Panel("Task events", "state-timeline",
+              [Q("min by (shop, worker) (customer_sync_celery_worker_task_events_enabled{$SEL})",
+                 "{{shop}} {{worker}}")],
+              "bool_on_off", "Whether each worker sends task events (the exporter turns them "
+              "on with enable_events unless told not to). Off: its tasks are not counted; a "
+              "ticket after 10 minutes. Absent until known.", width=10, height=6,
+              mappings=EVENTS_MAPPINGS, steps_base=WARN,
+              alert="CustomerSyncCeleryWorkerTaskEventsOff"),
+        Panel("Active tasks and pool size", "timeseries", [
+            Q("sum by (shop, worker) (customer_sync_celery_worker_active_tasks{$SEL})",
+              "active {{shop}} {{worker}}"),
+            Q("max by (shop, worker) (customer_sync_celery_worker_pool_processes{$SEL})",
+              "pool {{shop}} {{worker}}")],
+            "short", "Tasks executing at each worker's newest heartbeat, against its pool "
+            "processes (inspect stats). Active at the pool size for long: the worker is "
+            "saturated; a long import shows here before its run time does.", width=8, min=0),
+        Panel("Default queue and tasks processed", "timeseries", [
+            Q('max by (shop) (customer_sync_redis_queue_length{$SEL, queue="celery"})',
+              "waiting {{shop}}"),
+            Q("sum by (shop) (rate(customer_sync_celery_worker_tasks_processed_total{$SEL}"
+              + RATE + "))", "processed/s {{shop}}")],
+            "short", "Messages waiting in the celery queue, and tasks the workers start per "
+            "second (their heartbeats' processed, task events on or off). Waiting above 0 for "
+            "5 minutes with nothing processed or running pages. A worker prefetches, so an "
+            "idle shop's queue reads 0.", width=8,
+            alert="CustomerSyncCeleryQueueNotConsumed", min=0),
+        Panel("Worker peak memory", "timeseries",
+              [Q("max by (shop, worker) "
+                 "(customer_sync_celery_worker_peak_resident_memory_bytes{$SEL})",
+                 "{{shop}} {{worker}}")],
+              "bytes", "Peak resident memory of each worker's main process (getrusage maxrss, "
+              "from inspect stats), workers on other hosts included; pool processes are not.",
+              width=8, min=0),
+    ])  # fmt: skip
+
+
+def celery_tasks(ctx: Context) -> Row:
+    """The celery collector's tasks, from task events: the 1C import and beat's schedule."""
+    t = ctx.t
+    imp = f'task="{IMPORT_TASK}"'
+    periods = sorted({t.celery_cleanup_stale_import_sessions_period_seconds,
+                      t.celery_clear_abandoned_carts_period_seconds,
+                      t.celery_monitor_pending_verification_period_seconds})
+    limits = " and ".join(_hours(2 * p) for p in periods)
+    return Row("Celery tasks", [
+        Panel("Task throughput by state", "timeseries",
+              [Q("sum by (state) (rate(customer_sync_celery_tasks_total{$SEL}" + RATE + "))",
+                 "{{state}}")],
+              "ops", "Task events per second by state, every task: received, started, "
+              "succeeded, failed, retried, rejected, revoked (one per attempt).", min=0),
+        Panel("Queue wait p95 by task", "timeseries",
+              [Q("histogram_quantile(0.95, sum by (shop, task, le) (rate("
+                 "customer_sync_celery_task_queue_wait_seconds_bucket{$SEL}" + RATE + ")))",
+                 "{{shop}} {{task}}")],
+              "s", "From task-received (a worker took the message) to task-started (a pool "
+              "process began it): how long tasks wait for a free process. Time in the broker "
+              "queue before that is not included.", min=0),
+        Panel("1C import task failure ratio (6h)", "timeseries",
+              [Q(f"sum by (shop) (increase(customer_sync_celery_tasks_total{{$SEL, {imp}, "
+                 'state="failed"}[6h])) / sum by (shop) (increase(customer_sync_celery_tasks_'
+                 f'total{{$SEL, {imp}, state=~"succeeded|failed"}}[6h]))', "{{shop}}")],
+              "percentunit", "Runs of run_selective_import_task that failed for good / runs "
+              "that ended, over the last 6 hours (a retry is neither). Ticket above "
+              f"{pct(t.celery_import_failure_ratio)}. Empty (NaN) while no run ended.",
+              width=8, steps=[(WARN, t.celery_import_failure_ratio)],
+              alert="CustomerSyncCeleryImportTaskFailing", min=0, max=1),
+        Panel("1C import task run time (6h)", "timeseries", [
+            Q(f"histogram_quantile({q}, sum by (shop, le) (increase("
+              f"customer_sync_celery_task_runtime_seconds_bucket{{$SEL, {imp}}}[6h])))",
+              f"p{round(q * 100)} {{{{shop}}}}")
+            for q in (0.5, 0.95)],
+            "s", "Run time of the import task's runs that ended in the last 6 hours, from the "
+            "histogram (buckets up to 1 h). Ticket when p95 is above "
+            f"{number(t.celery_import_runtime_p95_seconds)} s. A hung import never ends: see "
+            "active tasks.", width=8, steps=[(WARN, t.celery_import_runtime_p95_seconds)],
+            alert="CustomerSyncCeleryImportTaskSlow", min=0),
+        Panel("Scheduled tasks: time since received and succeeded", "bargauge", [
+            Q("time() - max by (shop, task) (customer_sync_celery_task_last_received_"
+              "timestamp_seconds{$SEL}) and on (task) "
+              "customer_sync:celery_task_schedule_period:seconds",
+              "received {{shop}} {{task}}", instant=True),
+            Q("time() - max by (shop, task) (customer_sync_celery_task_last_succeeded_"
+              "timestamp_seconds{$SEL}) and on (task) "
+              "customer_sync:celery_task_schedule_period:seconds",
+              "succeeded {{shop}} {{task}}", instant=True)],
+            "s", "The tasks beat schedules (customer_sync:celery_task_schedule_period:seconds): "
+            "time since a worker last received each, and since it last succeeded. A ticket "
+            f"when one is not received for two periods ({limits}). A task appears with its "
+            "first run after the exporter started.", width=8, steps_base=NEUTRAL,
+            alert="CustomerSyncCeleryScheduledTaskMissed"),
+    ])  # fmt: skip
+
+
 def alerts(ctx: Context) -> Row:
     return Row("Alerts", [
         Panel("Firing alerts", "table",
@@ -176,6 +299,6 @@ def build(ctx: Context) -> dict[str, Any]:
     return dashboard(
         ctx, "customer-sync-system-health", "Customer sync / System health",
         "Is everything the sync depends on up: the exporters and their collectors, PostgreSQL, "
-        "Redis, log folders, the 1C HTTP service, worker processes, firing alerts.",
+        "Redis, log folders, the 1C HTTP service, worker processes, Celery, firing alerts.",
         [up(ctx), collectors(ctx), postgres_redis(ctx), log_folders(ctx), onec_processes(ctx),
-         alerts(ctx)])
+         celery_workers(ctx), celery_tasks(ctx), alerts(ctx)])

@@ -478,6 +478,33 @@ def test_a_page_of_one_shop_does_not_inhibit_another_shops_ticket(
     assert groups and all(set(g) == {"alertname", "shop"} for g in groups), groups
 
 
+def test_redis_down_inhibits_the_celery_collector_it_takes_down(
+    alertmanager: RunningAlertmanager, sink: AlertSink
+) -> None:
+    """Redis is the Celery broker: while CustomerSyncRedisDown pages, the celery collector's
+    failure adds nothing; another collector's failure on the same exporter still arrives."""
+    instance = f"broker-{uuid.uuid4().hex[:8]}:9188"
+    alertmanager.post_alerts([alert("CustomerSyncRedisDown", "critical", instance)])
+    sink.wait_for(lambda s: bool(webhook_names(s, instance)), 15, "the Redis page")
+    alertmanager.post_alerts(
+        [alert("CustomerSyncCollectorFailing", "warning", instance,
+               labels={"collector": "celery"}),  # inhibited
+         alert("CustomerSyncCollectorFailing", "warning", instance,
+               labels={"collector": "disk"})]  # not inhibited
+    )  # fmt: skip
+    sink.wait_for(lambda s: any(a["labels"].get("collector") == "disk"
+                                for a in s.webhook_alerts()
+                                if a["labels"].get("instance") == instance),
+                  15, "the disk collector's ticket")  # fmt: skip
+    marker = f"marker-{uuid.uuid4().hex[:8]}:9188"
+    alertmanager.post_alerts([alert("CustomerSyncRedisDown", "critical", marker)])
+    sink.wait_for(lambda s: bool(webhook_names(s, marker)), 15, "the marker")
+    delivered = {(a["labels"]["alertname"], a["labels"].get("collector"))
+                 for a in sink.webhook_alerts() if a["labels"].get("instance") == instance}
+    assert delivered == {("CustomerSyncRedisDown", None),
+                         ("CustomerSyncCollectorFailing", "disk")}
+
+
 def test_resolved_alerts_are_sent_as_resolved(
     alertmanager: RunningAlertmanager, sink: AlertSink
 ) -> None:

@@ -20,7 +20,8 @@ def test_checked_in_rules_and_dashboards_are_current() -> None:
     names = {p.relative_to(ROOT).as_posix() for p in outputs(load())}
     assert names == {
         "prometheus/rules/customer_sync.alerts.yml", "prometheus/rules/customer_sync.rules.yml",
-        "prometheus/rules/customer_sync.slo.yml", "grafana/dashboards/customer-sync-operations.json",
+        "prometheus/rules/customer_sync.slo.yml", "prometheus/rules/customer_sync.celery.yml",
+        "grafana/dashboards/customer-sync-operations.json",
         "grafana/dashboards/customer-sync-business.json",
         "grafana/dashboards/customer-sync-system-health.json"}
 

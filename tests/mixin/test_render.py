@@ -15,9 +15,9 @@ from mixin.render import PLACEHOLDER, TEMPLATES, TemplateError, fill, number, ru
 VALUES = {"a.b": 0.1, "n": 86400.0, "s": 'job="x"'}
 
 
-def test_fill_substitutes_names_and_the_pct_filter() -> None:
-    assert fill("x > ${a.b} and ${a.b|pct} % of {${s}} every ${n}s", VALUES) == (
-        'x > 0.1 and 10 % of {job="x"} every 86400s')
+def test_fill_substitutes_names_and_the_filters() -> None:
+    assert fill("x > ${a.b} and ${a.b|pct} % of {${s}} every ${n}s (${n|hours} h)", VALUES) == (
+        'x > 0.1 and 10 % of {job="x"} every 86400s (24 h)')
 
 
 def test_promql_and_go_templates_are_left_alone() -> None:
@@ -29,6 +29,7 @@ def test_promql_and_go_templates_are_left_alone() -> None:
     ("ok\nexpr: x > ${a.c}", r"t.yml:2: unknown placeholder \$\{a.c\}"),
     ("${a.b|percent}", r"t.yml:1: \$\{a.b\|percent\}: unknown filter"),
     ("${s|pct}", r"t.yml:1: \$\{s\|pct\}: unknown filter"),
+    ("${s|hours}", r"t.yml:1: \$\{s\|hours\}: unknown filter"),
 ])  # fmt: skip
 def test_unknown_names_and_filters_fail_with_the_line(text: str, message: str) -> None:
     with pytest.raises(TemplateError, match=message):
