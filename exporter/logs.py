@@ -17,7 +17,7 @@ import structlog
 
 from exporter.errors import MASK, scrub
 
-__all__ = ["MASK", "LEVELS", "FORMATS", "SecretMasker", "setup_logging"]
+__all__ = ["FORMATS", "LEVELS", "MASK", "SecretMasker", "setup_logging"]
 
 
 class SecretMasker:
