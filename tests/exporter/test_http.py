@@ -271,21 +271,28 @@ def test_unknown_path_is_404(serve: Any) -> None:
         assert r.text == "Not Found\n"
 
 
-def test_concurrent_scrapes_share_one_collection(serve: Any) -> None:
-    slow = Slow("slowdep")
-    base = serve([slow], timeout=3.0)
+def scrapes_while_held(base: str, slow: Slow, n: int) -> list[int]:
+    """Start ``n`` concurrent scrapes while ``slow`` holds the collection, release it and
+    return their status codes."""
     results: list[int] = []
 
     def scrape() -> None:
         results.append(requests.get(f"{base}/metrics", timeout=10).status_code)
 
-    threads = [threading.Thread(target=scrape) for _ in range(5)]
+    threads = [threading.Thread(target=scrape) for _ in range(n)]
     for t in threads:
         t.start()
     time.sleep(0.3)
     slow.release.set()
     for t in threads:
         t.join()
+    return results
+
+
+def test_concurrent_scrapes_share_one_collection(serve: Any) -> None:
+    slow = Slow("slowdep")
+    base = serve([slow], timeout=3.0)
+    results = scrapes_while_held(base, slow, 5)
     assert results == [200] * 5
     assert slow.calls == 1  # single-flight: five scrapes, one collection
 
@@ -390,16 +397,5 @@ def test_q_zero_is_not_acceptable(serve: Any) -> None:
 def test_more_concurrent_scrapers_than_request_threads_all_get_answers(serve: Any) -> None:
     slow = Slow("slowdep")
     base = serve([slow], timeout=3.0)
-    results: list[int] = []
-
-    def scrape() -> None:
-        results.append(requests.get(f"{base}/metrics", timeout=10).status_code)
-
-    threads = [threading.Thread(target=scrape) for _ in range(40)]  # the server runs 16
-    for t in threads:
-        t.start()
-    time.sleep(0.3)
-    slow.release.set()
-    for t in threads:
-        t.join()
+    results = scrapes_while_held(base, slow, 40)  # the server runs 16
     assert results == [200] * 40  # the ones beyond 16 queued, none was refused

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -34,45 +37,54 @@ def wait_for(predicate, timeout: float = 5.0) -> bool:
     return False
 
 
-def test_changed_file_applies_garbage_keeps_old_and_says_so(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(GOOD.format(timeout="7s"))
-    applied: list[Config] = []
-    status = ReloadStatus()
-    watcher = ConfigWatcher(path, prepare=lambda c: c, apply=applied.append, status=status,
-                            interval=0.05).start()
+@dataclass
+class Watched:
+    """A config file at 7 s under a running watcher, and what the watcher applied."""
+
+    path: Path
+    status: ReloadStatus = field(default_factory=ReloadStatus)
+    applied: list[Config] = field(default_factory=list)
+    watcher: ConfigWatcher | None = None
+
+
+@contextmanager
+def watching(tmp_path: Path, *, interval: float = 0.05,
+             prepare: Callable[[Config], Config] = lambda c: c) -> Iterator[Watched]:
+    w = Watched(tmp_path / "config.yaml")
+    w.path.write_text(GOOD.format(timeout="7s"))
+    w.watcher = ConfigWatcher(w.path, prepare=prepare, apply=w.applied.append, status=w.status,
+                              interval=interval).start()
     try:
-        time.sleep(0.2)
-        assert applied == []  # nothing changed yet: nothing reloaded
-        path.write_text(GOOD.format(timeout="3s"))
-        assert wait_for(lambda: len(applied) == 1)
-        assert applied[0].scrape_timeout == 3.0
-        assert status.successful
-        path.write_text("scrape_timeout: [\n  garbage: {{{\n")
-        assert wait_for(lambda: not status.successful)
-        assert len(applied) == 1  # the 3 s config is still the one serving
-        families = {f.name: f.samples[0].value for f in status.families()}
-        assert families["customer_sync_exporter_config_last_reload_successful"] == 0
-        path.write_text(GOOD.format(timeout="4s"))
-        assert wait_for(lambda: status.successful and len(applied) == 2)
-        assert applied[1].scrape_timeout == 4.0
+        yield w
     finally:
-        watcher.stop()
+        w.watcher.stop()
+
+
+def test_changed_file_applies_garbage_keeps_old_and_says_so(tmp_path: Path, capsys) -> None:
+    with watching(tmp_path) as w:
+        time.sleep(0.2)
+        assert w.applied == []  # nothing changed yet: nothing reloaded
+        w.path.write_text(GOOD.format(timeout="3s"))
+        assert wait_for(lambda: len(w.applied) == 1)
+        assert w.applied[0].scrape_timeout == 3.0
+        assert w.status.successful
+        w.path.write_text("scrape_timeout: [\n  garbage: {{{\n")
+        assert wait_for(lambda: not w.status.successful)
+        assert len(w.applied) == 1  # the 3 s config is still the one serving
+        families = {f.name: f.samples[0].value for f in w.status.families()}
+        assert families["customer_sync_exporter_config_last_reload_successful"] == 0
+        w.path.write_text(GOOD.format(timeout="4s"))
+        assert wait_for(lambda: w.status.successful and len(w.applied) == 2)
+        assert w.applied[1].scrape_timeout == 4.0
     err = capsys.readouterr()
     assert "config.yaml" in err.out + err.err  # the rejected file is named in the log
 
 
 def test_sighup_style_request_reloads_an_unchanged_file(tmp_path: Path) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(GOOD.format(timeout="7s"))
-    applied: list[Config] = []
-    watcher = ConfigWatcher(path, prepare=lambda c: c, apply=applied.append,
-                            status=ReloadStatus(), interval=60).start()
-    try:
-        watcher.request_reload()
-        assert wait_for(lambda: len(applied) == 1)
-    finally:
-        watcher.stop()
+    with watching(tmp_path, interval=60) as w:
+        assert w.watcher is not None
+        w.watcher.request_reload()
+        assert wait_for(lambda: len(w.applied) == 1)
 
 
 def _bomb() -> str:
@@ -100,13 +112,9 @@ def _huge(path: Path) -> None:
 def test_any_bad_file_is_a_rejected_reload_and_the_next_good_one_applies(
     tmp_path: Path, bad: str
 ) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(GOOD.format(timeout="7s"))
-    applied: list[Config] = []
-    status = ReloadStatus()
-    watcher = ConfigWatcher(path, prepare=lambda c: c, apply=applied.append, status=status,
-                            interval=0.05).start()
-    try:
+    with watching(tmp_path) as w:
+        path, applied, status, watcher = w.path, w.applied, w.status, w.watcher
+        assert watcher is not None
         with capture_logs() as logs:
             if bad == "latin1":
                 _write(path, GOOD.format(timeout="3s").encode() + "# Prüfung\n".encode("latin-1"))
@@ -128,17 +136,11 @@ def test_any_bad_file_is_a_rejected_reload_and_the_next_good_one_applies(
         # And SIGHUP is still acted on.
         watcher.request_reload()
         assert wait_for(lambda: len(applied) == 2)
-    finally:
-        watcher.stop()
 
 
 def test_an_unexpected_error_is_a_rejected_reload_and_the_watcher_keeps_going(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "config.yaml"
-    path.write_text(GOOD.format(timeout="7s"))
-    applied: list[Config] = []
-    status = ReloadStatus()
     failures = iter([RuntimeError("a loader bug quoting hunter22")])
 
     def prepare(config: Config) -> Config:
@@ -146,9 +148,8 @@ def test_an_unexpected_error_is_a_rejected_reload_and_the_watcher_keeps_going(
             raise exc
         return config
 
-    watcher = ConfigWatcher(path, prepare=prepare, apply=applied.append, status=status,
-                            interval=0.05).start()
-    try:
+    with watching(tmp_path, prepare=prepare) as w:
+        path, applied, status = w.path, w.applied, w.status
         with capture_logs() as logs:
             path.write_text(GOOD.format(timeout="3s"))
             assert wait_for(lambda: not status.successful)
@@ -172,8 +173,6 @@ def test_an_unexpected_error_is_a_rejected_reload_and_the_watcher_keeps_going(
         assert messages[1] == ("config watch failed, the previous config keeps serving",
                                f"MemoryError at test_reload.py:{_line_of('raise MemoryError')}")
         assert "hunter22" not in str(logs)  # the message of an unexpected error is not logged
-    finally:
-        watcher.stop()
 
 
 def _line_of(text: str) -> int:
