@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -100,7 +100,7 @@ def insert_users(conn: psycopg.Connection[Any], n: int, *, created_in_1c: bool =
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def samples(families: Sequence[Metric]) -> Samples:
+def samples(families: Iterable[Metric]) -> Samples:
     out: Samples = {}
     for family in families:
         for s in family.samples:

@@ -28,6 +28,7 @@ from exporter.collector import CollectorError, Deadline, Reason, dependency_up
 from exporter.http import ExporterApp, make_http_server, serve_in_thread
 from exporter.scrape import Scraper
 from tests.raw_http import exchange, request
+from tests.synclog_rows import samples
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 
@@ -95,13 +96,6 @@ def serve() -> Iterator[object]:
         server.shutdown()
         server.server_close()
         scraper.close()
-
-
-def samples(families: Iterable[Metric]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for f in families for s in f.samples
-    }
 
 
 def test_metrics_text_format_carries_the_collector_values(serve: Any) -> None:
