@@ -248,7 +248,26 @@ def _die_with_parent() -> None:
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphan if we are killed
 
 
-def start_exporter(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], int]:
+@dataclass
+class ExporterProcess:
+    """``customer-sync-exporter serve`` as its own process, so the RSS measured is its alone;
+    ``stop`` keeps the exit code SIGTERM got, which the verdict checks."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    exit_code: int | None = None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.exit_code = self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_exporter(root: Path, config: Path) -> ExporterProcess:
     exe = Path(sys.executable).parent / "customer-sync-exporter"
     if not exe.exists():
         raise RuntimeError(f"{exe} is missing: install the project (pip install -e .)")
@@ -259,7 +278,7 @@ def start_exporter(root: Path, config: Path) -> tuple[subprocess.Popen[bytes], i
              "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"],
             stdin=subprocess.DEVNULL, stdout=err, stderr=err, preexec_fn=_die_with_parent,
         )
-    return proc, port
+    return ExporterProcess(proc, port)
 
 
 def start_stack(plan: Plan, stack: Stack) -> tuple[str, TrafficSimulator, Path]:
@@ -530,84 +549,116 @@ def wait_ready(probe: Probe, proc: subprocess.Popen[bytes], timeout: float = 60.
     raise RuntimeError("the exporter did not become ready")
 
 
+def plan_lines(plan: Plan, root: Path) -> list[str]:
+    """What runs, for the record: the plan, and which Python, libc, arenas and commit ran it."""
+    return [
+        f"[soak] plan: duration={label(plan.duration)} speed={plan.speed:g}x "
+        f"rate={plan.rate * plan.speed:g} rows/s windows={','.join(map(label, plan.windows))}"
+        f" warm-up={label(plan.warmup)} retention={label(plan.retention)} "
+        f"scrape every {label(plan.scrape_interval)} rss-slack={plan.rss_slack:.0%} "
+        f"seed={plan.seed} data={root}",
+        f"[soak] python={platform.python_version()} libc={'-'.join(platform.libc_ver())} "
+        f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset: the exporter sets 2)')}"
+        f" commit={_commit()}",
+    ]
+
+
+@dataclass
+class Running:
+    """The parts a started soak measures and stops: its data, traffic, exporter and probe."""
+
+    root: Path
+    traffic: TrafficSimulator
+    exporter: ExporterProcess
+    probe: Probe
+
+
+@dataclass
+class Measured:
+    """What the run gathered: every per-scrape sample and the rows retention deleted."""
+
+    samples: list[Sample] = field(default_factory=list)
+    deleted: int = 0
+
+
+def measure(plan: Plan, running: Running, stop: threading.Event, verdict: Verdict) -> Measured:
+    """Scrape every ``scrape_interval`` and report every ``report_every`` (retention first)
+    until the run's end, a signal, or the exporter's death (a failure)."""
+    probe, proc = running.probe, running.exporter.proc
+    measured = Measured()
+    t0 = time.monotonic()
+    next_scrape = 0.0
+    next_report = plan.report_every
+    interval: list[Sample] = []
+    while not stop.is_set():
+        now = time.monotonic() - t0
+        if now >= plan.duration:
+            break
+        if proc.poll() is not None:
+            verdict.check(False, f"the exporter exited with {proc.returncode} mid-run")
+            break
+        if now >= next_scrape:
+            sample, _ = probe.sample(now)
+            measured.samples.append(sample)
+            interval.append(sample)
+            next_scrape += plan.scrape_interval
+            next_scrape = max(next_scrape, time.monotonic() - t0)
+        if now >= next_report and interval:
+            measured.deleted += probe.retention(plan.retention)
+            say(report_line(next_report, interval, probe.log_rows()))
+            interval = []
+            next_report += plan.report_every
+        stop.wait(max(0.0, min(next_scrape, next_report) - (time.monotonic() - t0)))
+    if interval and not stop.is_set():
+        measured.deleted += probe.retention(plan.retention)
+        say(report_line(time.monotonic() - t0, interval, probe.log_rows()))
+    return measured
+
+
+def conclude(plan: Plan, running: Running, measured: Measured, verdict: Verdict) -> int:
+    """Stop the traffic, judge growth and ground truth, stop the exporter, print the verdict."""
+    traffic, exporter = running.traffic, running.exporter
+    traffic.stop()
+    time.sleep(2 * plan.scrape_interval)
+    judge_growth(plan, measured.samples, verdict)
+    judge_truth(running.probe, plan, traffic.totals.log_rows, verdict)
+    exporter.stop()
+    verdict.check(exporter.exit_code == 0, f"exporter exit code on SIGTERM: {exporter.exit_code}")
+    samples = measured.samples
+    say(f"[soak] summary: {len(samples)} scrapes in {label(plan.duration)}, "
+        f"{traffic.totals.log_rows} rows written ({traffic.totals.log_rows / plan.duration:.0f}"
+        f"/s), {measured.deleted} deleted by retention, traffic write failures {traffic.failures}")
+    for line in [*figures(plan, samples), *verdict.lines]:
+        say(line)
+    if verdict.failures:
+        tail = (running.root / "exporter.log").read_text(errors="replace")[-3000:]
+        if tail.strip():
+            say("[soak] exporter log tail:\n" + tail)
+    say(f"[soak] result: {'FAIL' if verdict.failures else 'PASS'}")
+    return 1 if verdict.failures else 0
+
+
 def soak(plan: Plan, stop: threading.Event) -> int:
+    """Start the stack and the exporter, measure, judge; always stop everything started and
+    remove the data directory unless ``--keep``. 130 if interrupted (no verdict)."""
     root = Path(tempfile.mkdtemp(prefix="csx-soak-"))
     stack = Stack(root)
-    verdict = Verdict()
-    samples: list[Sample] = []
     try:
-        say(f"[soak] plan: duration={label(plan.duration)} speed={plan.speed:g}x "
-            f"rate={plan.rate * plan.speed:g} rows/s windows={','.join(map(label, plan.windows))}"
-            f" warm-up={label(plan.warmup)} retention={label(plan.retention)} "
-            f"scrape every {label(plan.scrape_interval)} rss-slack={plan.rss_slack:.0%} "
-            f"seed={plan.seed} data={root}")
-        say(f"[soak] python={platform.python_version()} libc={'-'.join(platform.libc_ver())} "
-            f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', '(unset: the exporter sets 2)')}"
-            f" commit={_commit()}")
+        for line in plan_lines(plan, root):
+            say(line)
         dsn, traffic, config = start_stack(plan, stack)
-        proc, port = start_exporter(root, config)
-        exit_code: list[int | None] = [None]
-
-        def stop_exporter() -> None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    exit_code[0] = proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-
-        stack.stops.append(stop_exporter)
-        probe = Probe(port, proc.pid, dsn)
+        exporter = start_exporter(root, config)
+        stack.stops.append(exporter.stop)
+        probe = Probe(exporter.port, exporter.proc.pid, dsn)
         stack.stops.append(probe.close)
-        wait_ready(probe, proc)
-        t0 = time.monotonic()
-        next_scrape = 0.0
-        next_report = plan.report_every
-        interval: list[Sample] = []
-        deleted = 0
-        while not stop.is_set():
-            now = time.monotonic() - t0
-            if now >= plan.duration:
-                break
-            if proc.poll() is not None:
-                verdict.check(False, f"the exporter exited with {proc.returncode} mid-run")
-                break
-            if now >= next_scrape:
-                sample, _ = probe.sample(now)
-                samples.append(sample)
-                interval.append(sample)
-                next_scrape += plan.scrape_interval
-                next_scrape = max(next_scrape, time.monotonic() - t0)
-            if now >= next_report and interval:
-                deleted += probe.retention(plan.retention)
-                say(report_line(next_report, interval, probe.log_rows()))
-                interval = []
-                next_report += plan.report_every
-            stop.wait(max(0.0, min(next_scrape, next_report) - (time.monotonic() - t0)))
-        if interval and not stop.is_set():
-            deleted += probe.retention(plan.retention)
-            say(report_line(time.monotonic() - t0, interval, probe.log_rows()))
+        wait_ready(probe, exporter.proc)
+        running = Running(root, traffic, exporter, probe)
+        verdict = Verdict()
+        measured = measure(plan, running, stop, verdict)
         if stop.is_set():
             say("[soak] interrupted: no verdict")
             return 130
-        traffic.stop()
-        time.sleep(2 * plan.scrape_interval)
-        judge_growth(plan, samples, verdict)
-        judge_truth(probe, plan, traffic.totals.log_rows, verdict)
-        stop_exporter()
-        verdict.check(exit_code[0] == 0, f"exporter exit code on SIGTERM: {exit_code[0]}")
-        say(f"[soak] summary: {len(samples)} scrapes in {label(plan.duration)}, "
-            f"{traffic.totals.log_rows} rows written ({traffic.totals.log_rows / plan.duration:.0f}"
-            f"/s), {deleted} deleted by retention, traffic write failures {traffic.failures}")
-        for line in [*figures(plan, samples), *verdict.lines]:
-            say(line)
-        if verdict.failures:
-            tail = (root / "exporter.log").read_text(errors="replace")[-3000:]
-            if tail.strip():
-                say("[soak] exporter log tail:\n" + tail)
-        say(f"[soak] result: {'FAIL' if verdict.failures else 'PASS'}")
-        return 1 if verdict.failures else 0
+        return conclude(plan, running, measured, verdict)
     finally:
         stack.stop()
         if plan.keep:
