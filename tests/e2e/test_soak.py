@@ -10,15 +10,17 @@ check cannot fire would pass forever.
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import psutil
 import pytest
+
+from bench.soak.plan import label, parse_args
+from bench.soak.probe import Sample
+from bench.soak.verdict import Verdict, judge_growth
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT = re.compile(
@@ -26,15 +28,6 @@ REPORT = re.compile(
     r"db_conns=(?P<db_conns>\d+) series=(?P<series>\d+) log_rows=(?P<log_rows>\d+) "
     r"scrape_p95_ms=(?P<scrape_p95_ms>[\d.]+) scrapes=(?P<scrapes>\d+) failed=(?P<failed>\d+)$"
 )
-
-
-def load_soak() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("soak_under_test", REPO / "bench" / "soak.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.e2e
@@ -89,68 +82,62 @@ def test_short_soak_passes_with_parseable_reports_and_cleans_up() -> None:
     assert not left
 
 
-def samples(soak: ModuleType, n: int, **grow: float) -> list[object]:
+def samples(n: int, **grow: float) -> list[Sample]:
     """One sample a second for ``n`` seconds; ``grow`` adds a per-second slope to a figure."""
     return [
-        soak.Sample(t=t, rss=int(100 * 2**20 + grow.get("rss", 0) * t), fds=10 + int(
+        Sample(t=t, rss=int(100 * 2**20 + grow.get("rss", 0) * t), fds=10 + int(
             grow.get("fds", 0) * t), db_conns=3 + int(grow.get("db_conns", 0) * t),
             series=800 + int(grow.get("series", 0) * t), scrape_s=0.01, ok=True)
         for t in range(1, n + 1)
     ]
 
 
-@pytest.fixture(scope="module")
-def soak() -> ModuleType:
-    return load_soak()
-
-
-def judge(soak: ModuleType, data: list[object]) -> list[str]:
-    plan = soak.parse_args(["--duration", "300s", "--report-every", "30s", "--windows",
-                            "5s,10s,60s"])
-    verdict = soak.Verdict()
-    soak.judge_growth(plan, data, verdict)
+def judge(data: list[Sample]) -> list[str]:
+    plan = parse_args(["--duration", "300s", "--report-every", "30s", "--windows", "5s,10s,60s"])
+    verdict = Verdict()
+    judge_growth(plan, data, verdict)
     return [str(f) for f in verdict.failures]
 
 
-def test_flat_figures_pass(soak: ModuleType) -> None:
-    assert judge(soak, samples(soak, 300)) == []
+def test_flat_figures_pass() -> None:
+    assert judge(samples(300)) == []
 
 
-def test_rss_growth_over_the_slack_fails(soak: ModuleType) -> None:
+def test_rss_growth_over_the_slack_fails() -> None:
     # +60 KiB a second is +14 MiB (14 %) between the end of warm-up (60 s) and the end (300 s).
-    failures = judge(soak, samples(soak, 300, rss=60 * 1024))
+    failures = judge(samples(300, rss=60 * 1024))
     assert len(failures) == 1 and failures[0].startswith("RSS:"), failures
     # +10 KiB a second is +2.3 %: inside the 3 % slack.
-    assert judge(soak, samples(soak, 300, rss=10 * 1024)) == []
+    assert judge(samples(300, rss=10 * 1024)) == []
 
 
 @pytest.mark.parametrize("figure", ["fds", "series"])
-def test_a_figure_still_rising_in_the_last_third_fails(soak: ModuleType, figure: str) -> None:
-    failures = judge(soak, samples(soak, 300, **{figure: 0.5}))
+def test_a_figure_still_rising_in_the_last_third_fails(figure: str) -> None:
+    failures = judge(samples(300, **{figure: 0.5}))
     assert [f.split(":")[0] for f in failures] == [figure], failures
 
 
-def test_connections_above_the_pool_fail(soak: ModuleType) -> None:
-    data = samples(soak, 300)
-    data[10].db_conns = 6  # type: ignore[attr-defined]
-    failures = judge(soak, data)
+def test_connections_above_the_pool_fail() -> None:
+    data = samples(300)
+    data[10].db_conns = 6
+    failures = judge(data)
     assert [f.split(":")[0] for f in failures] == ["db_conns"], failures
 
 
-def test_a_failed_scrape_fails(soak: ModuleType) -> None:
-    data = samples(soak, 300)
-    data[200].ok = False  # type: ignore[attr-defined]
-    assert [f.split(":")[0] for f in judge(soak, data)] == ["scrapes"]
+def test_a_failed_scrape_fails() -> None:
+    data = samples(300)
+    data[200].ok = False
+    assert [f.split(":")[0] for f in judge(data)] == ["scrapes"]
 
 
-def test_auto_windows_and_warmup(soak: ModuleType) -> None:
-    plan = soak.parse_args([])
-    assert [soak.label(w) for w in plan.windows] == ["15s", "3m", "6m"]
+def test_auto_windows_and_warmup() -> None:
+    plan = parse_args([])
+    assert [label(w) for w in plan.windows] == ["15s", "3m", "6m"]
     assert plan.warmup == 360 and plan.retention == 720
-    two_hours = soak.parse_args(["--duration", "2h"])  # the issue's long run
-    assert [soak.label(w) for w in two_hours.windows] == ["15s", "3m", "24m"]
+    two_hours = parse_args(["--duration", "2h"])  # the issue's long run
+    assert [label(w) for w in two_hours.windows] == ["15s", "3m", "24m"]
     assert two_hours.warmup == 24 * 60 and two_hours.rss_slack == 0.03
-    long = soak.parse_args(["--duration", "6h"])
-    assert [soak.label(w) for w in long.windows] == ["15s", "3m", "1h12m"]  # 24h / 20
+    long = parse_args(["--duration", "6h"])
+    assert [label(w) for w in long.windows] == ["15s", "3m", "1h12m"]  # 24h / 20
     with pytest.raises(SystemExit):  # a 60 s run cannot fill a 3 m window in its first third
-        soak.parse_args(["--duration", "60s"])
+        parse_args(["--duration", "60s"])
