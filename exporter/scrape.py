@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.collector import Collector, CollectorError, Deadline, Reason
+from exporter.exposition import Exposition
 from exporter.memory import MallocTrimmer
 
 log = structlog.get_logger(__name__)
@@ -73,25 +74,17 @@ class _Runner:
         )
 
 
-class _Families:
-    """Adapts a list of families to the ``collect()`` interface the encoders expect."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
-
-
 class ScrapeOutput:
     """One scrape's families, and each exposition format of them, encoded at most once.
 
     Scrapes that arrive while one is running share it (and its rendering), so ten concurrent
-    scrapers cost about one collection and one encoding per format.
+    scrapers cost about one collection and one encoding per format; and ``exposition`` re-encodes
+    only the families that changed since the scraper's last encoding of that format.
     """
 
-    def __init__(self, families: list[Metric]) -> None:
+    def __init__(self, families: list[Metric], exposition: Exposition | None = None) -> None:
         self.families = families
+        self._exposition = exposition if exposition is not None else Exposition()
         self._bodies: dict[tuple[str, bool], bytes] = {}
         self._lock = threading.Lock()
 
@@ -101,7 +94,7 @@ class ScrapeOutput:
         with self._lock:
             body = self._bodies.get(key)
             if body is None:
-                body = encoder(_Families(self.families))
+                body = self._exposition.encode(self.families, encoder, content_type)
                 if gzipped:
                     body = gzip.compress(body, compresslevel=5)
                 self._bodies[key] = body
@@ -126,6 +119,7 @@ class Scraper:
         self._runners = {c.name: _Runner(c) for c in collectors}
         self._process = ProcessCollector(registry=None) if process_collector else None
         self._trimmer = trimmer
+        self.exposition = Exposition()
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
 
@@ -162,9 +156,9 @@ class Scraper:
             try:
                 return running.result(timeout=deadline.remaining())
             except FutureTimeout:
-                return ScrapeOutput(self.scrape(deadline, extra))
+                return ScrapeOutput(self.scrape(deadline, extra), self.exposition)
         try:
-            output = ScrapeOutput(self.scrape(deadline, extra))
+            output = ScrapeOutput(self.scrape(deadline, extra), self.exposition)
         except BaseException as exc:
             running.set_exception(exc)
             raise
