@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gzip
 import os
 import pstats
 import statistics
@@ -123,6 +124,73 @@ def profile(dsn: str, scrapes: int) -> None:
     pipeline.close()
 
 
+class _InProcess:
+    """What ``wait_until`` asks of a process, for the exporter running in this one."""
+
+    returncode = None
+
+    def poll(self) -> None:
+        return None
+
+
+def sample_stacks(dsn: str, scrapes: int) -> None:
+    """Quiet scrapes of an in-process :class:`~exporter.service.Exporter` over HTTP, with every
+    thread but this one's sampled each millisecond (cProfile sees one thread only): where the
+    server's CPU goes, by own and by cumulative samples."""
+    import collections
+    import threading
+
+    from exporter.config import load_config
+    from exporter.service import Exporter
+
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        f.write(CONFIG.format(dsn=dsn))
+        f.flush()
+        exporter = Exporter(load_config(f.name), f"127.0.0.1:{free_port()}").start()
+    scraper = sb.Scraper(exporter.port)
+    sb.wait_until(scraper, _InProcess(), "exporter", sb.ours_ready)  # type: ignore[arg-type]
+    own: collections.Counter[str] = collections.Counter()
+    cumulative: collections.Counter[str] = collections.Counter()
+    done = threading.Event()
+    me = {threading.get_ident()}
+
+    def sampler() -> None:
+        me.add(threading.get_ident())
+        while not done.is_set():
+            for ident, frame in sys._current_frames().items():
+                if ident in me:
+                    continue
+                seen = set()
+                leaf = f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_code.co_name}"
+                while frame is not None:
+                    seen.add(f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:"
+                             f"{frame.f_code.co_name}")
+                    frame = frame.f_back  # type: ignore[assignment]
+                if ("threading.py:wait" in seen or "selectors.py:select" in seen
+                        or leaf in ("thread.py:_worker", "connection.py:wait")):
+                    continue  # idle
+                own[leaf] += 1
+                cumulative.update(seen)
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
+    for _ in range(scrapes):
+        time.sleep(0.05)
+        scraper.get()
+    done.set()
+    thread.join()
+    body = gzip.decompress(scraper.get())
+    exporter.stop()
+    for level in (1, 5, 9):
+        cpu0 = time.process_time()
+        size = sum(len(gzip.compress(body, compresslevel=level)) for _ in range(100)) / 100
+        print(f"gzip level {level}: {(time.process_time() - cpu0) * 10:.3f} ms, "
+              f"{len(body):,} -> {size:,.0f} bytes")
+    print("own:", *(f"{n:6d} {k}" for k, n in own.most_common(25)), sep="\n")
+    print("cumulative:", *(f"{n:6d} {k}" for k, n in cumulative.most_common(40)), sep="\n")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--base", type=Path, help="a checkout of the baseline tree")
@@ -133,6 +201,8 @@ def main() -> int:
     p.add_argument("--span", type=float, default=10.0, help="seconds the serial scrapes span")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--profile", type=int, default=0, metavar="N")
+    p.add_argument("--sample", type=int, default=0, metavar="N",
+                   help="N scrapes of an in-process server, its threads sampled")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/expo-bench"))
     args = p.parse_args()
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -146,6 +216,9 @@ def main() -> int:
         url = f"postgresql://exporter:{sb.ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
         if args.profile:
             profile(url, args.profile)
+            return 0
+        if args.sample:
+            sample_stacks(url, args.sample)
             return 0
         trees: dict[str, Path | None] = {"working tree": None}
         if args.base is not None:
