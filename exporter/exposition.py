@@ -9,6 +9,12 @@ per format and reuses it when the family is unchanged, asking the library's own 
 others, one family at a time; the body is byte for byte what the encoder writes for the whole
 list (tests/exporter/test_exposition.py checks that for generated families).
 
+A family that changed is encoded again sample by sample where that is exact: each sample is one
+line of its own (nothing in a line depends on the other samples), so only the samples that
+differ from the last encoding at the same place are handed to the encoder, in a family of their
+own, and their lines replace the old ones. A recent-operations family whose 5m window moved
+costs the few samples whose counts moved, not its hundreds of labelled zeros.
+
 "Unchanged" is decided exactly. Samples compare equal as tuples (names, label dicts, values,
 timestamps), and the values also as the bits of the float the encoder prints (``0.0 == -0.0``
 but prints differently). A family with a timestamp, an exemplar or a native histogram (whose
@@ -40,25 +46,31 @@ class _Families:
 
 @dataclass(frozen=True)
 class _Encoded:
-    """One family as last encoded: what it was made of, and the bytes."""
+    """One family as last encoded: what it was made of, and the bytes (as lines, one a sample,
+    when the encoding is that: see :meth:`_Format.full`)."""
 
     meta: tuple[str, str, str, str]
     samples: tuple[Any, ...]
-    values: bytes
+    bits: array[int]
     body: bytes
+    header: bytes
+    lines: list[bytes] | None
 
 
-def _values(samples: Sequence[Any]) -> bytes | None:
-    """The sample values as the float bits the encoders print (they print ``float(v)``), or
-    None when the family must not be reused: a value that is no float, or a sample whose
+def _bits(samples: Sequence[Any]) -> array[int] | None:
+    """The sample values as the bits of the float the encoders print (they print ``float(v)``),
+    or None when the family must not be reused: a value that is no float, or a sample whose
     timestamp, exemplar or native histogram would be compared more loosely than it prints."""
     if any(s.timestamp is not None or s.exemplar is not None or s.native_histogram is not None
            for s in samples):
         return None
     try:
-        return array("d", [s.value for s in samples]).tobytes()
+        floats = array("d", [s.value for s in samples])
     except (TypeError, OverflowError):
         return None
+    bits = array("Q")
+    bits.frombytes(floats.tobytes())
+    return bits
 
 
 class _Format:
@@ -79,19 +91,61 @@ class _Format:
         for family in families:
             meta = (family.name, family.type, family.documentation, family.unit)
             samples = tuple(family.samples)  # a collector may reuse its list
-            values = _values(samples)
+            bits = _bits(samples)
             old = last.get(family.name)
-            if (values is not None and old is not None and old.meta == meta
-                    and old.values == values and old.samples == samples):
-                body = old.body
+            if bits is None:
+                parts.append(self.encode_one(family))
+                continue
+            if old is None or old.meta != meta:
+                entry = self.full(meta, samples, bits)
+            elif old.bits == bits and old.samples == samples:
+                entry = old
             else:
-                body = self.encode_one(family)
-            if values is not None:
-                now[family.name] = _Encoded(meta, samples, values, body)
-            parts.append(body)
+                entry = self.changed(old, samples, bits) or self.full(meta, samples, bits)
+            now[family.name] = entry
+            parts.append(entry.body)
         self.last = now
         parts.append(self.trailer)
         return b"".join(parts)
+
+    def _family(self, meta: tuple[str, str, str, str], samples: Sequence[Any]) -> Metric:
+        family = Metric(meta[0], meta[2], meta[1], meta[3])
+        family.samples = list(samples)
+        return family
+
+    def full(self, meta: tuple[str, str, str, str], samples: tuple[Any, ...],
+             bits: array[int]) -> _Encoded:
+        """The family encoded whole. Its lines are kept when they are one a sample, in order
+        (not so in the text format when it moves ``_created``/``_gsum``/``_gcount`` samples to
+        families of their own: then there are more lines than samples)."""
+        body = self.encode_one(self._family(meta, samples))
+        header = self.encode_one(self._family(meta, ()))
+        lines: list[bytes] | None = None
+        if body.startswith(header):
+            lines = [line + b"\n" for line in body[len(header):].split(b"\n")[:-1]]
+            if len(lines) != len(samples):
+                lines = None
+        return _Encoded(meta, samples, bits, body, header, lines)
+
+    def changed(self, old: _Encoded, samples: tuple[Any, ...],
+                bits: array[int]) -> _Encoded | None:
+        """The family with only the samples that differ from ``old``'s at the same place
+        encoded again (a sample's line depends on that sample alone); None if it cannot be."""
+        if old.lines is None or len(samples) != len(old.samples):
+            return None
+        before, old_bits = old.samples, old.bits
+        changed = [i for i, s in enumerate(samples)
+                   if bits[i] != old_bits[i] or s != before[i]]
+        encoded = self.encode_one(self._family(old.meta, [samples[i] for i in changed]))
+        if not encoded.startswith(old.header):
+            return None
+        new_lines = encoded[len(old.header):].split(b"\n")[:-1]
+        if len(new_lines) != len(changed):
+            return None
+        lines = list(old.lines)
+        for i, line in zip(changed, new_lines, strict=True):
+            lines[i] = line + b"\n"
+        return _Encoded(old.meta, samples, bits, old.header + b"".join(lines), old.header, lines)
 
 
 class Exposition:

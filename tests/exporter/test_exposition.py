@@ -153,3 +153,29 @@ def test_formats_are_cached_apart() -> None:
         assert exposition.encode(fams, text_encoder, "text/plain") == text_latest(_Registry(fams))
         assert (exposition.encode(fams, om_encoder, "application/openmetrics-text")
                 == om.generate_latest(_Registry(fams)))
+
+
+def test_a_changed_family_is_encoded_again_only_where_it_changed() -> None:
+    seen: list[int] = []
+
+    def counting(registry: Any) -> bytes:
+        fams = list(registry.collect())
+        seen.extend(len(f.samples) for f in fams)
+        return om.generate_latest(_Registry(fams))
+
+    exposition = Exposition()
+
+    def scrape(values: list[float]) -> tuple[bytes, bytes]:
+        family = GaugeMetricFamily("customer_sync_a", "a", labels=["n"])
+        for i, value in enumerate(values):
+            family.add_metric([str(i)], value)
+        body = exposition.encode([family], counting, "application/openmetrics-text")
+        return body, om.generate_latest(_Registry([family]))
+
+    values = [0.0] * 100
+    scrape(values)
+    seen.clear()
+    values[7], values[42] = 1.0, -0.0
+    body, expected = scrape(values)
+    assert body == expected
+    assert seen == [2]  # the two samples that changed, in one family
