@@ -30,11 +30,9 @@ from pathlib import Path
 
 import psycopg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import scrape_bench as sb
-
+from bench import scrape_bench as sb
 from exporter.demo.ports import free_port
 from exporter.demo.postgres import EmbeddedPostgres
 

@@ -26,10 +26,10 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.samples import Sample
-from sortedcontainers import SortedList
 
 from collectors.labels import MAX_LABEL_LENGTH
 from collectors.logrows import UNUSABLE_REASONS, Group, LogSubscriber
+from collectors.sorted_ints import SortedInts
 from collectors.synclog_source import SyncLogSource
 from collectors.windows import Row, WindowConsumer, pack, unpack
 from exporter.collector import Deadline
@@ -38,7 +38,7 @@ from exporter.config import SyncLogConfig
 PERCENTILES = (("50", 0.50), ("95", 0.95), ("99", 0.99))
 
 
-def percentile_cont(values: SortedList, fraction: float) -> float:
+def percentile_cont(values: Sequence[int] | SortedInts, fraction: float) -> float:
     """PostgreSQL ``percentile_cont`` over an already sorted, non-empty sequence."""
     pos = fraction * (len(values) - 1)
     lo = math.floor(pos)
@@ -91,7 +91,7 @@ class SyncWindowStats(WindowConsumer):
         start = max(self.versions) + 1  # never back to a value that named other content
         self.versions = [start] * self.n_windows
         self.counts: list[dict[int, int]] = [defaultdict(int) for _ in range(self.n_windows)]
-        self.durations: list[dict[int, SortedList]] = [{} for _ in range(self.n_windows)]
+        self.durations: list[dict[int, SortedInts]] = [{} for _ in range(self.n_windows)]
         self.duration_sums: list[dict[int, int]] = [
             defaultdict(int) for _ in range(self.n_windows)
         ]
@@ -104,7 +104,7 @@ class SyncWindowStats(WindowConsumer):
         durations, sums = self.durations[window], self.duration_sums[window]
         for op, values in _durations_by_op(rows).items():
             if op not in durations:
-                durations[op] = SortedList()
+                durations[op] = SortedInts()
             durations[op].update(values)
             sums[op] += sum(values)
 
