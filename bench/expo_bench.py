@@ -45,6 +45,13 @@ CONFIG = (
 )
 
 
+def rss_now(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def run_tree(tree: Path | None, config: Path, args: argparse.Namespace) -> dict[str, float]:
     """One exporter process from ``tree`` (None: the installed working tree), measured."""
     env = dict(os.environ)
@@ -74,7 +81,7 @@ def run_tree(tree: Path | None, config: Path, args: argparse.Namespace) -> dict[
         return {"median_ms": statistics.median(times) * 1000,
                 "cpu_ms": cpu / args.scrapes * 1000,
                 "rss_ready_mib": rss_ready / 2**20,
-                "rss_mib": sb.peak_rss(proc.pid) / 2**20}
+                "rss_mib": sb.peak_rss(proc.pid) / 2**20, "rss_now_mib": rss_now(proc.pid) / 2**20}
     finally:
         sb.stop(proc)
 
@@ -231,11 +238,11 @@ def main() -> int:
         print(f"# {args.rows:,} rows over {args.days:g} days; {args.scrapes} quiet scrapes over "
               f"{args.span:g} s, {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
         print(f"{'tree':<14}{'median ms':>11}{'CPU ms/scrape':>15}{'RSS ready MiB':>15}"
-              f"{'peak RSS MiB':>14}")
+              f"{'peak RSS MiB':>14}{'RSS now MiB':>13}")
         for label, runs in results.items():
             for r in runs:
                 print(f"{label:<14}{r['median_ms']:>11.2f}{r['cpu_ms']:>15.2f}"
-                      f"{r['rss_ready_mib']:>15.1f}{r['rss_mib']:>14.1f}")
+                      f"{r['rss_ready_mib']:>15.1f}{r['rss_mib']:>14.1f}{r['rss_now_mib']:>13.1f}")
     finally:
         pg.stop()
     return 0
