@@ -65,7 +65,8 @@ class SyncCounters(LogSubscriber):
         self.duration_sum_ms: dict[int, int] = defaultdict(int)
 
     def on_groups(self, groups: Sequence[Group]) -> None:
-        self.version += 1
+        if groups:  # a poll that read nothing leaves the numbers, and the version, as they are
+            self.version += 1
         for g in groups:
             key = (g.op, g.status)
             self.operations[key] += g.rows
