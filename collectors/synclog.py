@@ -4,6 +4,12 @@ Everything is derived from rows read once by the shared source
 (:class:`~collectors.synclog_source.SyncLogSource`); a scrape only reads the rows that arrived
 since the previous one. Percentiles are exact, with the definition of PostgreSQL's
 ``percentile_cont`` (linear interpolation between closest ranks).
+
+The aggregates count their changes (``version``), and the families are built again only from
+what changed since the last scrape: the cumulative ones when rows arrived, a window's share of
+the recent ones when rows entered or left that window. On a quiet table most scrapes build
+nothing but the tail's own numbers, and hand the exposition the very same families
+(:mod:`exporter.exposition`), which it then need not encode again.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -18,10 +25,11 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from sortedcontainers import SortedList
+from prometheus_client.samples import Sample
 
 from collectors.labels import MAX_LABEL_LENGTH
 from collectors.logrows import UNUSABLE_REASONS, Group, LogSubscriber
+from collectors.sorted_ints import SortedInts
 from collectors.synclog_source import SyncLogSource
 from collectors.windows import Row, WindowConsumer, pack, unpack
 from exporter.collector import Deadline
@@ -30,7 +38,7 @@ from exporter.config import SyncLogConfig
 PERCENTILES = (("50", 0.50), ("95", 0.95), ("99", 0.99))
 
 
-def percentile_cont(values: SortedList, fraction: float) -> float:
+def percentile_cont(values: Sequence[int] | SortedInts, fraction: float) -> float:
     """PostgreSQL ``percentile_cont`` over an already sorted, non-empty sequence."""
     pos = fraction * (len(values) - 1)
     lo = math.floor(pos)
@@ -46,15 +54,19 @@ class SyncCounters(LogSubscriber):
 
     def __init__(self, n_buckets: int) -> None:
         self.n_buckets = n_buckets
+        self.version = 0  # changes whenever the numbers may have
         self.reset()
 
     def reset(self) -> None:
+        self.version += 1
         self.operations: dict[tuple[int, int], int] = defaultdict(int)
         self.newest: dict[tuple[int, int], int] = {}
         self.buckets: dict[int, list[int]] = {}
         self.duration_sum_ms: dict[int, int] = defaultdict(int)
 
     def on_groups(self, groups: Sequence[Group]) -> None:
+        if groups:  # a poll that read nothing leaves the numbers, and the version, as they are
+            self.version += 1
         for g in groups:
             key = (g.op, g.status)
             self.operations[key] += g.rows
@@ -73,27 +85,32 @@ class SyncWindowStats(WindowConsumer):
 
     def __init__(self, n_windows: int) -> None:
         self.n_windows = n_windows
+        self.versions = [0] * n_windows  # per window, changes whenever its numbers may have
         self.reset()
 
     def reset(self) -> None:
+        start = max(self.versions) + 1  # never back to a value that named other content
+        self.versions = [start] * self.n_windows
         self.counts: list[dict[int, int]] = [defaultdict(int) for _ in range(self.n_windows)]
-        self.durations: list[dict[int, SortedList]] = [{} for _ in range(self.n_windows)]
+        self.durations: list[dict[int, SortedInts]] = [{} for _ in range(self.n_windows)]
         self.duration_sums: list[dict[int, int]] = [
             defaultdict(int) for _ in range(self.n_windows)
         ]
 
     def enter(self, window: int, rows: Sequence[Row]) -> None:
+        self.versions[window] += 1
         counts = self.counts[window]
         for code, n in Counter(r[1] for r in rows).items():
             counts[code] += n
         durations, sums = self.durations[window], self.duration_sums[window]
         for op, values in _durations_by_op(rows).items():
             if op not in durations:
-                durations[op] = SortedList()
+                durations[op] = SortedInts()
             durations[op].update(values)
             sums[op] += sum(values)
 
     def leave(self, window: int, rows: Sequence[Row]) -> None:
+        self.versions[window] += 1
         counts = self.counts[window]
         for code, n in Counter(r[1] for r in rows).items():
             counts[code] -= n
@@ -116,6 +133,14 @@ def _durations_by_op(rows: Sequence[Row]) -> dict[int, list[int]]:
     return by_op
 
 
+class _WindowSamples(NamedTuple):
+    """One window's samples of the recent families."""
+
+    recent: list[Sample]
+    pct: list[Sample]
+    avg: list[Sample]
+
+
 class SyncLogCollector:
     """The ``synclog`` collector: counts, durations and windows of the shared sync-log source."""
 
@@ -129,6 +154,12 @@ class SyncLogCollector:
         self.counters = SyncCounters(len(config.buckets))
         self.window_stats = SyncWindowStats(len(config.windows))
         source.attach(self.counters, self.window_stats)
+        # What was built last, and from which versions: reused while those have not changed.
+        self._pairs: tuple[object, list[tuple[int, int]]] = (None, [])
+        self._cumulative_built: tuple[object, list[Metric]] = (None, [])
+        self._windows_built: list[tuple[object, _WindowSamples]] = [
+            (None, _WindowSamples([], [], [])) for _ in config.windows
+        ]
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         return self.source.read(deadline, self._families)
@@ -137,21 +168,36 @@ class SyncLogCollector:
         self.source.detach(self.counters, self.window_stats)
 
     def _families(self) -> list[Metric]:
+        pairs = self._label_pairs()
+        key = (self.counters.version, len(self.source.ops.values),
+               len(self.source.statuses.values), pairs)
+        if self._cumulative_built[0] != key:
+            self._cumulative_built = (key, self._cumulative(pairs))
         return [
-            *self._cumulative(),
-            *self._recent(),
+            *self._cumulative_built[1],
+            *self._recent(pairs),
             *self._self_metrics(),
         ]
 
     def _label_pairs(self) -> list[tuple[int, int]]:
+        """Every (operation type, status) known or seen, in a fixed order. The same list object
+        while the aggregates are unchanged (they only ever add pairs, until a reset)."""
         ops, statuses = self.source.ops, self.source.statuses
+        key = (self.counters.version, tuple(self.window_stats.versions), ops.known_count,
+               statuses.known_count)
+        if self._pairs[0] == key:
+            return self._pairs[1]
         known = [(o, s) for o in range(ops.known_count) for s in range(statuses.known_count)]
         seen = set(self.counters.operations) | {
             unpack(code) for counts in self.window_stats.counts for code in counts
         }
-        return known + sorted(seen - set(known))
+        pairs = known + sorted(seen - set(known))
+        if pairs == self._pairs[1]:
+            pairs = self._pairs[1]  # keeps the keys that compare with it cheap
+        self._pairs = (key, pairs)
+        return pairs
 
-    def _cumulative(self) -> list[Metric]:
+    def _cumulative(self, pairs: list[tuple[int, int]]) -> list[Metric]:
         ops, statuses = self.source.ops.values, self.source.statuses.values
         total = CounterMetricFamily(
             "customer_sync_operations",
@@ -165,7 +211,7 @@ class SyncLogCollector:
             "created_at of the newest sync-log row of this type and status (Unix time).",
             labels=["operation_type", "status"],
         )
-        for o, s in self._label_pairs():
+        for o, s in pairs:
             total.add_metric([ops[o], statuses[s]], self.counters.operations.get((o, s), 0))
             ts = self.counters.newest.get((o, s))
             if ts is not None:
@@ -187,8 +233,7 @@ class SyncLogCollector:
             )
         return [total, newest, hist]
 
-    def _recent(self) -> list[Metric]:
-        ops, statuses = self.source.ops.values, self.source.statuses.values
+    def _recent(self, pairs: list[tuple[int, int]]) -> list[Metric]:
         recent = GaugeMetricFamily(
             "customer_sync_recent_operations",
             "Sync-log rows with created_at in (now - window, now] at scrape time.",
@@ -205,23 +250,39 @@ class SyncLogCollector:
             "Mean duration_ms / 1000 over the rows of the window that record a duration.",
             labels=["operation_type", "window"],
         )
-        pairs = self._label_pairs()
-        for i, window in enumerate(self.source.windows):
-            counts = self.window_stats.counts[i]
-            for o, s in pairs:
-                recent.add_metric([ops[o], statuses[s], window.label], counts.get(pack(o, s), 0))
-            for op, values in sorted(self.window_stats.durations[i].items()):
-                if not values:
-                    continue
-                for label, fraction in PERCENTILES:
-                    pct.add_metric(
-                        [ops[op], window.label, label], percentile_cont(values, fraction) / 1000
-                    )
-                avg.add_metric(
-                    [ops[op], window.label],
-                    self.window_stats.duration_sums[i][op] / len(values) / 1000,
-                )
+        key_labels = (len(self.source.ops.values), len(self.source.statuses.values), pairs)
+        for i in range(len(self.source.windows)):
+            key = (self.window_stats.versions[i], key_labels)
+            if self._windows_built[i][0] != key:
+                self._windows_built[i] = (key, self._window_samples(i, pairs))
+            built = self._windows_built[i][1]
+            recent.samples += built.recent
+            pct.samples += built.pct
+            avg.samples += built.avg
         return [recent, pct, avg]
+
+    def _window_samples(self, i: int, pairs: list[tuple[int, int]]) -> _WindowSamples:
+        """Window ``i``'s samples of the three recent families, in their order."""
+        ops, statuses = self.source.ops.values, self.source.statuses.values
+        label = self.source.windows[i].label
+        counts = self.window_stats.counts[i]
+        out = _WindowSamples(
+            [Sample("customer_sync_recent_operations",
+                    {"operation_type": ops[o], "status": statuses[s], "window": label},
+                    counts.get(pack(o, s), 0)) for o, s in pairs], [], [])
+        for op, values in sorted(self.window_stats.durations[i].items()):
+            if not values:
+                continue
+            for percentile, fraction in PERCENTILES:
+                out.pct.append(Sample(
+                    "customer_sync_recent_duration_seconds",
+                    {"operation_type": ops[op], "window": label, "percentile": percentile},
+                    percentile_cont(values, fraction) / 1000))
+            out.avg.append(Sample(
+                "customer_sync_recent_duration_avg_seconds",
+                {"operation_type": ops[op], "window": label},
+                self.window_stats.duration_sums[i][op] / len(values) / 1000))
+        return out
 
     def _unusable(self) -> Metric:
         unusable = CounterMetricFamily(

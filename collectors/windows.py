@@ -31,6 +31,7 @@ def unpack(code: int) -> tuple[int, int]:
 
 
 _CHUNK = 4096
+_NARROW = "i"  # 32-bit C int; a column holding a value beyond it is widened to "q"
 
 
 class WindowConsumer(Protocol):
@@ -42,26 +43,51 @@ class WindowConsumer(Protocol):
 
 
 class _Chunk:
+    """Up to ``2 * _CHUNK`` rows as parallel columns. Timestamps take 64 bits; the label code,
+    duration (an ``integer`` column) and customer id (``bigint``, but a shop's ids are far
+    below 2**31) take 32 until a value does not fit, when that column of this chunk alone is
+    widened to 64: 20 bytes a row instead of 32, and no value is ever cut."""
+
     __slots__ = ("code", "cust", "dur", "ts")
 
     def __init__(self) -> None:
         self.ts = array("q")
-        self.code = array("q")
-        self.dur = array("q")
-        self.cust = array("q")
+        self.code = array(_NARROW)
+        self.dur = array(_NARROW)
+        self.cust = array(_NARROW)
+
+    def _widened(self, name: str) -> array[int]:
+        col: array[int] = array("q", getattr(self, name))
+        setattr(self, name, col)
+        return col
 
     def insert(self, i: int, row: Row) -> None:
         self.ts.insert(i, row[0])
-        self.code.insert(i, row[1])
-        self.dur.insert(i, row[2])
-        self.cust.insert(i, row[3])
+        self._insert("code", i, row[1])
+        self._insert("dur", i, row[2])
+        self._insert("cust", i, row[3])
+
+    def _insert(self, name: str, i: int, value: int) -> None:
+        try:
+            getattr(self, name).insert(i, value)  # checks the value before it moves anything
+        except OverflowError:
+            self._widened(name).insert(i, value)
+
+    def extend(self, name: str, values: list[int]) -> None:
+        """Append ``values`` to column ``name``, widening it first if one does not fit."""
+        col = getattr(self, name)
+        try:
+            more = array(col.typecode, values)
+        except OverflowError:
+            col, more = self._widened(name), array("q", values)
+        col.extend(more)
 
     def split(self) -> _Chunk:
         half = len(self.ts) // 2
         tail = _Chunk()
         for name in self.__slots__:
             col = getattr(self, name)
-            getattr(tail, name).extend(col[half:])
+            setattr(tail, name, col[half:])  # a slice keeps the column's width
             del col[half:]
         return tail
 
@@ -74,7 +100,7 @@ class _Chunk:
 
 
 class RowStore:
-    """Rows sorted by timestamp in chunks of parallel 64-bit arrays (32 bytes a row)."""
+    """Rows sorted by timestamp in chunks of parallel arrays (20 bytes a row, see _Chunk)."""
 
     def __init__(self) -> None:
         self._chunks: list[_Chunk] = []
@@ -125,9 +151,9 @@ class RowStore:
             if not tail.ts:
                 self._firsts[-1] = part[0][0]
             tail.ts.extend(r[0] for r in part)
-            tail.code.extend(r[1] for r in part)
-            tail.dur.extend(r[2] for r in part)
-            tail.cust.extend(r[3] for r in part)
+            tail.extend("code", [r[1] for r in part])
+            tail.extend("dur", [r[2] for r in part])
+            tail.extend("cust", [r[3] for r in part])
 
     def range(self, lo: int, hi: int) -> list[Row]:
         """Rows with ``lo < ts <= hi``."""

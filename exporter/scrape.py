@@ -25,6 +25,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
 from exporter.collector import Collector, CollectorError, Deadline, Reason
+from exporter.exposition import Exposition
 from exporter.memory import MallocTrimmer
 
 log = structlog.get_logger(__name__)
@@ -33,6 +34,9 @@ HEADER_OFFSET_SECONDS = 0.5
 # Collectors must be done this long before the scrape deadline (at most 20% of the budget), so
 # the answer is encoded and sent before the deadline rather than just after it.
 RENDER_MARGIN_SECONDS = 0.15
+# Level 1: an 80 kB body gzips in 0.2 ms to 9.7 kB, against 0.44 ms and 8.6 kB at level 5; the
+# CPU is the scarce side for a scrape every few seconds, not the 1 kB.
+GZIP_LEVEL = 1
 
 
 @dataclass(frozen=True)
@@ -73,25 +77,17 @@ class _Runner:
         )
 
 
-class _Families:
-    """Adapts a list of families to the ``collect()`` interface the encoders expect."""
-
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
-
-    def collect(self) -> list[Metric]:
-        return self._families
-
-
 class ScrapeOutput:
     """One scrape's families, and each exposition format of them, encoded at most once.
 
     Scrapes that arrive while one is running share it (and its rendering), so ten concurrent
-    scrapers cost about one collection and one encoding per format.
+    scrapers cost about one collection and one encoding per format; and ``exposition`` re-encodes
+    only the families that changed since the scraper's last encoding of that format.
     """
 
-    def __init__(self, families: list[Metric]) -> None:
+    def __init__(self, families: list[Metric], exposition: Exposition | None = None) -> None:
         self.families = families
+        self._exposition = exposition if exposition is not None else Exposition()
         self._bodies: dict[tuple[str, bool], bytes] = {}
         self._lock = threading.Lock()
 
@@ -101,9 +97,9 @@ class ScrapeOutput:
         with self._lock:
             body = self._bodies.get(key)
             if body is None:
-                body = encoder(_Families(self.families))
+                body = self._exposition.encode(self.families, encoder, content_type)
                 if gzipped:
-                    body = gzip.compress(body, compresslevel=5)
+                    body = gzip.compress(body, compresslevel=GZIP_LEVEL)
                 self._bodies[key] = body
         return body
 
@@ -126,6 +122,7 @@ class Scraper:
         self._runners = {c.name: _Runner(c) for c in collectors}
         self._process = ProcessCollector(registry=None) if process_collector else None
         self._trimmer = trimmer
+        self.exposition = Exposition()
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
 
@@ -162,9 +159,9 @@ class Scraper:
             try:
                 return running.result(timeout=deadline.remaining())
             except FutureTimeout:
-                return ScrapeOutput(self.scrape(deadline, extra))
+                return ScrapeOutput(self.scrape(deadline, extra), self.exposition)
         try:
-            output = ScrapeOutput(self.scrape(deadline, extra))
+            output = ScrapeOutput(self.scrape(deadline, extra), self.exposition)
         except BaseException as exc:
             running.set_exception(exc)
             raise

@@ -14,6 +14,7 @@ import pytest
 
 from collectors.logrows import OPERATION_TYPES, STATUSES
 from collectors.logtail import MAX_GAP_RANGES
+from collectors.sorted_ints import SortedInts
 from collectors.synclog import SyncLogCollector, percentile_cont
 from exporter.collector import CollectorError, Deadline, Reason
 from exporter.config import DatabaseConfig, SyncLogConfig
@@ -227,6 +228,48 @@ def test_random_batches_between_scrapes_equal_sql(conn, make_collector, seed: in
         assert_matches_truth(scrape(collector), truth(conn, clock.now, buckets), buckets)
 
 
+def test_a_quiet_scrape_builds_only_the_windows_that_changed(conn, make_collector) -> None:
+    """Families are reused while their numbers stand still, and rebuilt (right) once not."""
+    clock = Clock()
+    insert_rows(conn, [LogRow("created", "success", ts(NOW - 100), 40),
+                       LogRow("updated", "error", ts(NOW - 7200), 900)])
+    collector = make_collector(clock)
+    buckets = list(collector.buckets)
+    scrape(collector)
+
+    def by_name() -> dict[str, Any]:
+        return {f.name: f for f in collector.collect(Deadline.after(5))}
+
+    def window_samples(families: dict[str, Any], window: str,
+                       names: tuple[str, ...] = ("customer_sync_recent_operations",
+                                                 "customer_sync_recent_duration_seconds"),
+                       ) -> list[Any]:
+        return [s for name in names for s in families[name].samples
+                if s.labels["window"] == window]
+
+    first = by_name()
+    clock.now += 1  # nothing enters or leaves a window
+    second = by_name()
+    assert second["customer_sync_operations"] is first["customer_sync_operations"]
+    for window in WINDOWS:
+        assert all(a is b for a, b in zip(window_samples(first, window),
+                                          window_samples(second, window), strict=True))
+    clock.now += 250  # the row at NOW - 100 leaves the 5m window, and only that window
+    third = by_name()
+    assert third["customer_sync_operations"] is first["customer_sync_operations"]
+    counts = ("customer_sync_recent_operations",)
+    assert not any(a is b for a, b in zip(window_samples(first, "5m", counts),
+                                          window_samples(third, "5m", counts), strict=True))
+    for window in ("1h", "24h"):
+        assert all(a is b for a, b in zip(window_samples(first, window),
+                                          window_samples(third, window), strict=True))
+    assert_matches_truth(samples(list(third.values())), truth(conn, clock.now, buckets), buckets)
+    insert_rows(conn, [LogRow("created", "success", ts(clock.now - 1), 70)])
+    fourth = by_name()
+    assert fourth["customer_sync_operations"] is not first["customer_sync_operations"]
+    assert_matches_truth(samples(list(fourth.values())), truth(conn, clock.now, buckets), buckets)
+
+
 def test_out_of_order_commit_is_counted_once(db_dsn: str, conn, make_collector) -> None:
     clock = Clock()
     collector = make_collector(clock)
@@ -392,12 +435,10 @@ def test_database_outage_loses_and_duplicates_nothing(pg_major: PgMajor) -> None
 
 
 def test_percentile_cont_matches_definition() -> None:
-    from sortedcontainers import SortedList
-
-    values = SortedList([1, 2, 3, 4, 10])
+    values = SortedInts([1, 2, 3, 4, 10])
     assert percentile_cont(values, 0.5) == 3
     assert percentile_cont(values, 0.95) == pytest.approx(4 + 0.8 * 6)
-    assert percentile_cont(SortedList([7]), 0.99) == 7
+    assert percentile_cont(SortedInts([7]), 0.99) == 7
 
 
 def test_ten_concurrent_writers_with_rollbacks_are_counted_exactly(db_dsn: str, conn,

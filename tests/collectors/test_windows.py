@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from collectors import windows
 from collectors.windows import Row, RowStore, SlidingWindows
 
 LENGTHS = [5, 60, 600]
@@ -87,3 +89,22 @@ def test_row_store_across_many_chunks() -> None:
         assert [r[0] for r in store.range(lo, hi)] == sorted(t for t in stamps if lo < t <= hi)
     store.drop_through(600_000)
     assert len(store) == sum(1 for t in stamps if t > 600_000)
+
+
+WIDE = st.one_of(st.integers(-1, 5), st.integers(-(2**63), 2**63 - 1))  # narrow, and beyond 32 bits
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3000), WIDE, WIDE, WIDE), max_size=200),
+       st.integers(0, 200))
+def test_row_store_keeps_every_value_whole(rows: list[Row], bulk: int) -> None:
+    """Durations, codes and customer ids past 32 bits widen their column, in bulk or one by
+    one, across chunk splits, and come back as they went in."""
+    with patch.object(windows, "_CHUNK", 4):  # chunks split at 8 rows
+        store = RowStore()
+        store.insert_many(rows[:bulk])
+        for row in rows[bulk:]:
+            store.insert(row)
+        assert sorted(store.range(-1, 10**9)) == sorted(rows)
+        store.drop_through(1500)
+        assert sorted(store.range(-1, 10**9)) == sorted(r for r in rows if r[0] > 1500)

@@ -1,0 +1,65 @@
+"""SortedInts against a plain sorted list, through random adds, bulk updates and removals."""
+
+from __future__ import annotations
+
+from bisect import insort
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collectors import sorted_ints
+from collectors.sorted_ints import SortedInts
+
+INT64 = st.integers(-(2**63), 2**63 - 1)
+SMALL = st.integers(-5, 5)  # many duplicates
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks of 4 (split at 8), so a few dozen values exercise splits and emptied chunks."""
+    monkeypatch.setattr(sorted_ints, "_LOAD", 4)
+
+
+Op = tuple[str, list[int]]
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("update"), st.lists(st.one_of(SMALL, INT64), max_size=30)),
+    st.tuples(st.just("add"), st.lists(st.one_of(SMALL, INT64), min_size=1, max_size=1)),
+    st.tuples(st.just("remove"), st.lists(st.integers(0, 10**6), min_size=1, max_size=8)),
+    st.tuples(st.just("remove_missing"), st.lists(SMALL, min_size=1, max_size=1)),
+), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(SMALL, INT64), max_size=30), OPS)
+def test_matches_a_sorted_list(initial: list[int], ops: list[Op]) -> None:
+    model = sorted(initial)
+    got = SortedInts(initial)
+    for op, values in ops:
+        if op == "update":
+            got.update(values)
+            model = sorted(model + values)
+        elif op == "add":
+            got.add(values[0])
+            insort(model, values[0])
+        elif op == "remove":  # values pick existing elements by position
+            for pick in values:
+                if model:
+                    value = model[pick % len(model)]
+                    got.remove(value)
+                    model.remove(value)
+        elif values[0] not in model:
+            with pytest.raises(ValueError):
+                got.remove(values[0])
+        assert len(got) == len(model)
+        assert list(got) == model
+        assert [got[i] for i in range(len(model))] == model
+        if model:
+            assert got[-1] == model[-1]
+    with pytest.raises(IndexError):
+        got[len(model)]
+
+
+def test_a_value_outside_64_bits_is_refused() -> None:
+    with pytest.raises(OverflowError):
+        SortedInts([2**63])
