@@ -6,6 +6,14 @@ a gap, since a transaction in flight during the pass may hold it. If the gaps ne
 than the limit, the pass stops short of the first hole that does not fit and the tail reads on
 from there as the holes are settled. The pass runs on its own connection, outside the pool and
 without a statement timeout (it takes seconds at 10M rows); closing the tail cancels it.
+
+The counting is a scan of the whole table in PostgreSQL, the window rows are Python's work, so
+the two overlap: while the groups are counted, a second connection in the same snapshot
+(``pg_export_snapshot``) reads the window rows from a guessed first id, the id where a binary
+search through the primary key finds the window starting, as if ids kept time order. They do
+not quite (a writer's clock is not the commit order), so the guess is only where to start: the
+count finds the exact lowest id of a window row, and the ids between it and the guess are read
+once the count is done. Every window row is read once, wherever its id is.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
+from psycopg import sql
+from psycopg.rows import tuple_row
 
 from collectors.gaps import GapSet
 from collectors.logrows import Group, RowReader
@@ -33,8 +43,9 @@ WARMUP_BATCH = 20_000
 class StartupSink(Protocol):
     """The tail, as the pass sees it; every call but ``gap_limit_reached`` takes its lock."""
 
-    def restart(self) -> None:
-        """Forget everything read so far: the pass counts from the start."""
+    def restart(self, now_us: int | None = None) -> None:
+        """Forget everything read so far: the pass counts from the start, with the windows at
+        ``now_us`` (rows then enter them as they are delivered)."""
 
     def deliver(self, groups: list[Group], rows: list[Row],
                 unusable: Counter[str] | None = None) -> None: ...
@@ -52,6 +63,15 @@ class Started:
     now_us: int
 
 
+@dataclass(frozen=True)
+class _Window:
+    """What the window rows are: newer than ``cutoff``, ids up to ``top``."""
+
+    cutoff: datetime
+    cutoff_us: int
+    top: int
+
+
 @dataclass
 class StartupPass:
     """One pass over the table; :meth:`run` delivers to ``sink`` as it reads."""
@@ -64,50 +84,77 @@ class StartupPass:
     max_gap_ranges: int
     now_us: Callable[[int], int]  # the time source, given PostgreSQL's now()
     monotonic: Callable[[], float]  # when a gap was seen, for settling it
-    _conn: psycopg.Connection[Any] | None = field(default=None, init=False)
+    _conns: list[psycopg.Connection[Any]] = field(default_factory=list, init=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, init=False)
+    # The label sets give a new value its code on first sight: one thread at a time.
+    _labels: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def run(self) -> Started:
         with self.db.connect_direct() as conn:
-            self._conn = conn
+            self._conns.append(conn)
             try:
                 return self._read(conn)
             finally:
-                self._conn = None
+                self._conns.remove(conn)
 
     def cancel(self) -> None:
-        """Stop the pass from another thread: its query is cancelled in PostgreSQL."""
+        """Stop the pass from another thread: its queries are cancelled in PostgreSQL."""
         self._cancelled.set()
-        conn = self._conn
-        if conn is not None:
+        for conn in list(self._conns):
             conn.cancel_safe(timeout=2)
 
     def _read(self, conn: psycopg.Connection[Any]) -> Started:
         self._check_cancelled()  # closed before the connection was there to cancel
         conn.autocommit = False
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        conn.execute("SET LOCAL statement_timeout = 0")
+        snapshot = self._begin(conn)
         info = self.sql.info.one(conn)
         detected = self.monotonic()  # every invisible id below max_id is invisible now
         now = self.now_us(info.now_us)
-        cutoff = from_epoch_us(now - self.longest_window_us)
-        self.sink.restart()
-        gaps = GapSet(self.max_gap_ranges)
-        records, hi = self._groups(conn, info.max_id or 0, cutoff, gaps, detected)
+        window = _Window(from_epoch_us(now - self.longest_window_us),
+                         now - self.longest_window_us, info.max_id or 0)
+        self.sink.restart(now)
+        beside = None if snapshot is None else _Beside.start(self, conn, snapshot, window)
+        try:
+            gaps = GapSet(self.max_gap_ranges)
+            records, hi = self._groups(conn, window.top, window.cutoff, gaps, detected)
+            if hi != window.top and beside is not None:
+                # Stopped short at the gap limit: rows past the stop were read beside.
+                beside.stop()
+                beside = None
+                self.sink.restart(now)
+        except BaseException:
+            if beside is not None:
+                beside.stop()
+            raise
         unusable: Counter[str] = Counter()
-        self.sink.deliver(self.reader.grouped(records, unusable), [], unusable)
-        lowest_recent = min((r.lowest_recent_id for r in records
-                             if r.lowest_recent_id is not None), default=None)
-        if lowest_recent is not None:
-            recent = self.sql.warmup_recent.batches(
-                conn, {"lo": lowest_recent, "hi": hi, "cutoff": cutoff},
-                name="customer_sync_warmup", size=WARMUP_BATCH)
-            with closing(recent):
-                for batch in recent:
-                    self._check_cancelled()
-                    self.sink.deliver([], self.reader.recent(batch))
+        with self._labels:
+            groups = self.reader.grouped(records, unusable)
+        self.sink.deliver(groups, [], unusable)
+        lowest = min((r.lowest_recent_id for r in records if r.lowest_recent_id is not None),
+                     default=None)
+        first_unread = hi + 1 if beside is None else beside.join()
+        if lowest is not None and lowest < first_unread:
+            self._read_recent(conn, lowest, min(hi, first_unread - 1), window.cutoff)
         conn.rollback()
         return Started(cursor=hi, filenode=info.filenode, gaps=gaps, now_us=now)
+
+    @staticmethod
+    def _begin(conn: psycopg.Connection[Any]) -> str | None:
+        """Open the pass's transaction; the id of its snapshot, shared with the reader beside,
+        or None where PostgreSQL will not export it (the pass then reads alone)."""
+        for share in (True, False):
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            conn.execute("SET LOCAL statement_timeout = 0")
+            if not share:
+                return None
+            try:  # the first query: the snapshot is taken here, and exported
+                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+            except psycopg.Error:
+                conn.rollback()
+                continue
+            assert row is not None
+            return str(row[0])
+        return None
 
     def _groups(self, conn: psycopg.Connection[Any], hi: int, cutoff: datetime, gaps: GapSet,
                 detected: float) -> tuple[Sequence[GroupRecord], int]:
@@ -143,6 +190,96 @@ class StartupPass:
                         return hole.lo - 1
         return None
 
+    def _read_recent(self, conn: psycopg.Connection[Any], lo: int, hi: int,
+                     cutoff: datetime) -> None:
+        """Deliver the window rows with ids ``lo`` to ``hi``, a batch at a time (plain tuples
+        through a server-side cursor: a million of them are read)."""
+        with conn.cursor("customer_sync_warmup", row_factory=tuple_row) as cur:
+            cur.execute(self.sql.warmup_recent.text, {"lo": lo, "hi": hi, "cutoff": cutoff})
+            while batch := cur.fetchmany(WARMUP_BATCH):
+                self._check_cancelled()
+                with self._labels:
+                    rows = self.reader.recent(batch)
+                self.sink.deliver([], rows)
+
+    def _first_recent_guess(self, conn: psycopg.Connection[Any], window: _Window) -> int:
+        """The lowest id of a window row if ids kept time order: a binary search through the
+        primary key, a row at a time (about 24 lookups at 10M rows)."""
+        lo, hi = 1, window.top + 1  # the first id of the window is in [lo, hi]
+        while lo < hi:
+            mid = (lo + hi) // 2
+            rows = self.sql.tail.all(conn, {"cursor": mid - 1, "limit": 1})
+            if not rows or rows[0].created_us is None or rows[0].created_us > window.cutoff_us:
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
+
     def _check_cancelled(self) -> None:
         if self._cancelled.is_set():
             raise CollectorError(Reason.INTERNAL, "the start-up pass was cancelled: closed")
+
+
+@dataclass
+class _Beside:
+    """The window rows from ``lo`` to the top, read in a thread of its own on a second
+    connection in the pass's snapshot, while the pass counts the groups."""
+
+    startup: StartupPass
+    snapshot: str
+    lo: int
+    window: _Window
+    thread: threading.Thread | None = None
+    conn: psycopg.Connection[Any] | None = None
+    error: BaseException | None = None
+    _stopped: bool = False
+
+    @classmethod
+    def start(cls, startup: StartupPass, conn: psycopg.Connection[Any], snapshot: str,
+              window: _Window) -> _Beside | None:
+        """Start reading beside the pass; None when the guess leaves nothing to read there."""
+        lo = startup._first_recent_guess(conn, window)
+        if lo > window.top:
+            return None
+        beside = cls(startup, snapshot, lo, window)
+        beside.thread = threading.Thread(target=beside._run, name="warmup-window", daemon=True)
+        beside.thread.start()
+        return beside
+
+    def _run(self) -> None:
+        try:
+            with self.startup.db.connect_direct() as conn:
+                self.conn = conn
+                self.startup._conns.append(conn)
+                try:
+                    if self._stopped:
+                        return
+                    self.startup._check_cancelled()  # cancelled before it could be
+                    conn.autocommit = False
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                        sql.Literal(self.snapshot)))
+                    conn.execute("SET LOCAL statement_timeout = 0")
+                    self.startup._read_recent(conn, self.lo, self.window.top,
+                                              self.window.cutoff)
+                    conn.rollback()
+                finally:
+                    self.startup._conns.remove(conn)
+        except BaseException as exc:  # handed to the pass, which raises it
+            self.error = exc
+
+    def join(self) -> int:
+        """Wait for the rows read beside; the lowest id they cover. Raises what stopped them."""
+        assert self.thread is not None
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.lo
+
+    def stop(self) -> None:
+        """Stop reading beside and wait until it has (what it delivered is to be forgotten)."""
+        self._stopped = True
+        if (conn := self.conn) is not None:
+            conn.cancel_safe(timeout=2)
+        assert self.thread is not None
+        self.thread.join()
