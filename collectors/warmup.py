@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
+import structlog
 from psycopg import sql
 from psycopg.rows import tuple_row
 
@@ -36,6 +37,9 @@ from collectors.logsql import GroupRecord, Statements, from_epoch_us
 from collectors.windows import Row
 from exporter.collector import CollectorError, Reason
 from exporter.db import Database
+from exporter.errors import describe
+
+log = structlog.get_logger(__name__)
 
 WARMUP_BATCH = 20_000
 
@@ -232,6 +236,8 @@ class _Beside:
     thread: threading.Thread | None = None
     conn: psycopg.Connection[Any] | None = None
     error: BaseException | None = None
+    unavailable: str | None = None  # why no second connection in the snapshot was had
+    _begun: bool = False  # in the snapshot: from here a failure fails the pass
     _stopped: bool = False
 
     @classmethod
@@ -252,28 +258,44 @@ class _Beside:
                 self.conn = conn
                 self.startup._conns.append(conn)
                 try:
-                    if self._stopped:
-                        return
-                    self.startup._check_cancelled()  # cancelled before it could be
-                    conn.autocommit = False
-                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
-                        sql.Literal(self.snapshot)))
-                    conn.execute("SET LOCAL statement_timeout = 0")
-                    self.startup._read_recent(conn, self.lo, self.window.top,
-                                              self.window.cutoff)
-                    conn.rollback()
+                    self._read(conn)
                 finally:
                     self.startup._conns.remove(conn)
+        except psycopg.OperationalError as exc:
+            if not self._begun:  # no connection to spare, say: the pass reads alone
+                self.unavailable = describe(exc)
+            else:
+                self.error = exc
         except BaseException as exc:  # handed to the pass, which raises it
             self.error = exc
 
+    def _read(self, conn: psycopg.Connection[Any]) -> None:
+        if self._stopped:
+            return
+        self.startup._check_cancelled()  # cancelled before it could be
+        conn.autocommit = False
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        try:
+            conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(
+                sql.Literal(self.snapshot)))
+        except psycopg.Error as exc:
+            self.unavailable = describe(exc)
+            return
+        self._begun = True
+        conn.execute("SET LOCAL statement_timeout = 0")
+        self.startup._read_recent(conn, self.lo, self.window.top, self.window.cutoff)
+        conn.rollback()
+
     def join(self) -> int:
-        """Wait for the rows read beside; the lowest id they cover. Raises what stopped them."""
+        """Wait for the rows read beside; the lowest id they cover (past the top when they
+        could not be read there: nothing was delivered). Raises what stopped them."""
         assert self.thread is not None
         self.thread.join()
         if self.error is not None:
             raise self.error
+        if self.unavailable is not None:
+            log.info("start-up pass reads the window rows alone", reason=self.unavailable)
+            return self.window.top + 1
         return self.lo
 
     def stop(self) -> None:

@@ -19,7 +19,12 @@ from collectors.synclog import SyncLogCollector
 from exporter.collector import CollectorError
 from exporter.config import DatabaseConfig, SyncLogConfig
 from exporter.db import Database
-from tests.collectors.test_synclog import assert_matches_truth, scrape, truth
+from tests.collectors.test_synclog import (
+    assert_matches_truth,
+    scrape,
+    scrape_reconnected,
+    truth,
+)
 from tests.synclog_rows import (
     NOW,
     Clock,
@@ -114,6 +119,22 @@ def test_gap_limit_stop_forgets_what_was_read_beside(db_dsn: str, conn, started)
         values = pick(found, name, **({"window": "24h"} if "recent" in name else {}))
         assert {dict(k)["operation_type"]: v for k, v in values.items() if v} == {
             "updated": 3}, name  # ids 1, 3, 5; not 7 and 9, past the stop
+
+
+def test_without_a_second_connection_the_pass_reads_alone(db_dsn: str, conn, started,
+                                                         reads) -> None:
+    """The database admits one connection besides the test's: the reader beside cannot connect,
+    and the pass reads every window row itself, exactly."""
+    conn.execute(f'ALTER DATABASE "{db_dsn.rsplit("/", 1)[1]}" CONNECTION LIMIT 2')
+    clock = Clock()
+    insert_rows(conn, [LogRow("created", "success", ts(NOW - 60), 5)] * 3)
+    insert_rows(conn, [LogRow("updated", "success", ts(NOW - 3 * DAY))] * 5)
+    insert_rows(conn, [LogRow("error", "failed", ts(NOW - 10), 7)] * 2)
+    collector = started(clock)
+    buckets = list(collector.buckets)
+    found = scrape_reconnected(collector, 10)  # the pool's connection waits for the pass's slot
+    assert_matches_truth(found, truth(conn, clock.now, buckets), buckets)
+    assert [r[1:] for r in reads] == [(1, 10)] and reads[0][0] != "warmup-window"
 
 
 rows = st.lists(st.tuples(
