@@ -181,17 +181,14 @@ class LogTail:
         except Exception as exc:
             self._warmup_error = CollectorError(classify(exc), describe(exc))
 
-    def restart(self, now_us: int | None = None) -> None:
-        """Forget everything read (the start-up pass counts from the start); the windows then
-        end at ``now_us``, if given, so rows enter them as they are delivered."""
+    def restart(self) -> None:
+        """Forget everything read (the start-up pass counts from the start)."""
         with self.lock:
             self.cursor = 0
             self.gaps.clear()
             self.now_us = None
             for s in self.subscribers:
                 s.reset()
-            if now_us is not None:
-                self._set_time(now_us)
 
     def deliver(self, groups: list[Group], rows: list[Row],
                 unusable: Counter[str] | None = None) -> None:

@@ -7,13 +7,14 @@ than the limit, the pass stops short of the first hole that does not fit and the
 from there as the holes are settled. The pass runs on its own connection, outside the pool and
 without a statement timeout (it takes seconds at 10M rows); closing the tail cancels it.
 
-The counting is a scan of the whole table in PostgreSQL, the window rows are Python's work, so
-the two overlap: while the groups are counted, a second connection in the same snapshot
-(``pg_export_snapshot``) reads the window rows from a guessed first id, the id where a binary
-search through the primary key finds the window starting, as if ids kept time order. They do
-not quite (a writer's clock is not the commit order), so the guess is only where to start: the
-count finds the exact lowest id of a window row, and the ids between it and the guess are read
-once the count is done. Every window row is read once, wherever its id is.
+The count is a scan of the whole table in PostgreSQL, the window rows are Python's work, so the
+two overlap: the count runs on a second connection in the same snapshot (``pg_export_snapshot``)
+while the pass reads the window rows from a guessed first id, where a binary search through the
+primary key finds the window starting as if ids kept time order. They do not quite (a writer's
+clock is not the commit order), so the guess is only where to start: the count gives the exact
+lowest id of a window row, and the ids between it and the guess are read once it is done. Every
+window row is read once, wherever its id is. The rows are all read in the pass's thread, as
+before the overlap: a second thread allocating them too took memory.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 import structlog
@@ -47,9 +48,8 @@ WARMUP_BATCH = 20_000
 class StartupSink(Protocol):
     """The tail, as the pass sees it; every call but ``gap_limit_reached`` takes its lock."""
 
-    def restart(self, now_us: int | None = None) -> None:
-        """Forget everything read so far: the pass counts from the start, with the windows at
-        ``now_us`` (rows then enter them as they are delivered)."""
+    def restart(self) -> None:
+        """Forget everything read so far: the pass counts from the start."""
 
     def deliver(self, groups: list[Group], rows: list[Row],
                 unusable: Counter[str] | None = None) -> None: ...
@@ -90,8 +90,6 @@ class StartupPass:
     monotonic: Callable[[], float]  # when a gap was seen, for settling it
     _conns: list[psycopg.Connection[Any]] = field(default_factory=list, init=False)
     _cancelled: threading.Event = field(default_factory=threading.Event, init=False)
-    # The label sets give a new value its code on first sight: one thread at a time.
-    _labels: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     def run(self) -> Started:
         with self.db.connect_direct() as conn:
@@ -116,29 +114,35 @@ class StartupPass:
         now = self.now_us(info.now_us)
         window = _Window(from_epoch_us(now - self.longest_window_us),
                          now - self.longest_window_us, info.max_id or 0)
-        self.sink.restart(now)
-        beside = None if snapshot is None else _Beside.start(self, conn, snapshot, window)
+        self.sink.restart()
+        gaps = GapSet(self.max_gap_ranges)
+
+        def count(c: psycopg.Connection[Any]) -> tuple[Sequence[GroupRecord], int]:
+            return self._groups(c, window.top, window.cutoff, gaps, detected)
+
+        beside = None if snapshot is None else _Beside(self, snapshot, count).start()
         try:
-            gaps = GapSet(self.max_gap_ranges)
-            records, hi = self._groups(conn, window.top, window.cutoff, gaps, detected)
-            if hi != window.top and beside is not None:
-                # Stopped short at the gap limit: rows past the stop were read beside.
-                beside.stop()
-                beside = None
-                self.sink.restart(now)
+            guess = window.top + 1 if beside is None else self._first_recent_guess(conn, window)
+            if guess <= window.top:
+                self._read_recent(conn, guess, window.top, window.cutoff)
+            counted = None if beside is None else beside.join()
         except BaseException:
             if beside is not None:
                 beside.stop()
             raise
+        if counted is None:  # no second connection: counted here, after
+            counted = count(conn)
+        records, hi = counted
+        if hi != window.top and guess <= window.top:
+            # Stopped short at the gap limit, and rows past the stop were read: read again.
+            self.sink.restart()
+            guess = hi + 1
         unusable: Counter[str] = Counter()
-        with self._labels:
-            groups = self.reader.grouped(records, unusable)
-        self.sink.deliver(groups, [], unusable)
+        self.sink.deliver(self.reader.grouped(records, unusable), [], unusable)
         lowest = min((r.lowest_recent_id for r in records if r.lowest_recent_id is not None),
                      default=None)
-        first_unread = hi + 1 if beside is None else beside.join()
-        if lowest is not None and lowest < first_unread:
-            self._read_recent(conn, lowest, min(hi, first_unread - 1), window.cutoff)
+        if lowest is not None and lowest < guess:
+            self._read_recent(conn, lowest, min(hi, guess - 1), window.cutoff)
         conn.rollback()
         return Started(cursor=hi, filenode=info.filenode, gaps=gaps, now_us=now)
 
@@ -202,9 +206,7 @@ class StartupPass:
             cur.execute(self.sql.warmup_recent.text, {"lo": lo, "hi": hi, "cutoff": cutoff})
             while batch := cur.fetchmany(WARMUP_BATCH):
                 self._check_cancelled()
-                with self._labels:
-                    rows = self.reader.recent(batch)
-                self.sink.deliver([], rows)
+                self.sink.deliver([], self.reader.recent(batch))
 
     def _first_recent_guess(self, conn: psycopg.Connection[Any], window: _Window) -> int:
         """The lowest id of a window row if ids kept time order: a binary search through the
@@ -224,33 +226,28 @@ class StartupPass:
             raise CollectorError(Reason.INTERNAL, "the start-up pass was cancelled: closed")
 
 
+T = TypeVar("T")
+
+
 @dataclass
-class _Beside:
-    """The window rows from ``lo`` to the top, read in a thread of its own on a second
-    connection in the pass's snapshot, while the pass counts the groups."""
+class _Beside(Generic[T]):
+    """``work`` on a second connection in the pass's snapshot, in a thread of its own."""
 
     startup: StartupPass
     snapshot: str
-    lo: int
-    window: _Window
+    work: Callable[[psycopg.Connection[Any]], T]
     thread: threading.Thread | None = None
     conn: psycopg.Connection[Any] | None = None
+    result: T | None = None
     error: BaseException | None = None
     unavailable: str | None = None  # why no second connection in the snapshot was had
     _begun: bool = False  # in the snapshot: from here a failure fails the pass
     _stopped: bool = False
 
-    @classmethod
-    def start(cls, startup: StartupPass, conn: psycopg.Connection[Any], snapshot: str,
-              window: _Window) -> _Beside | None:
-        """Start reading beside the pass; None when the guess leaves nothing to read there."""
-        lo = startup._first_recent_guess(conn, window)
-        if lo > window.top:
-            return None
-        beside = cls(startup, snapshot, lo, window)
-        beside.thread = threading.Thread(target=beside._run, name="warmup-window", daemon=True)
-        beside.thread.start()
-        return beside
+    def start(self) -> _Beside[T]:
+        self.thread = threading.Thread(target=self._run, name="warmup-count", daemon=True)
+        self.thread.start()
+        return self
 
     def _run(self) -> None:
         try:
@@ -258,18 +255,18 @@ class _Beside:
                 self.conn = conn
                 self.startup._conns.append(conn)
                 try:
-                    self._read(conn)
+                    self._work(conn)
                 finally:
                     self.startup._conns.remove(conn)
         except psycopg.OperationalError as exc:
-            if not self._begun:  # no connection to spare, say: the pass reads alone
+            if not self._begun:  # no connection to spare, say: the pass does it itself
                 self.unavailable = describe(exc)
             else:
                 self.error = exc
         except BaseException as exc:  # handed to the pass, which raises it
             self.error = exc
 
-    def _read(self, conn: psycopg.Connection[Any]) -> None:
+    def _work(self, conn: psycopg.Connection[Any]) -> None:
         if self._stopped:
             return
         self.startup._check_cancelled()  # cancelled before it could be
@@ -283,23 +280,22 @@ class _Beside:
             return
         self._begun = True
         conn.execute("SET LOCAL statement_timeout = 0")
-        self.startup._read_recent(conn, self.lo, self.window.top, self.window.cutoff)
+        self.result = self.work(conn)
         conn.rollback()
 
-    def join(self) -> int:
-        """Wait for the rows read beside; the lowest id they cover (past the top when they
-        could not be read there: nothing was delivered). Raises what stopped them."""
+    def join(self) -> T | None:
+        """Wait for the work; its result, or None when it could not be done beside (the pass
+        then does it itself). Raises what stopped it."""
         assert self.thread is not None
         self.thread.join()
         if self.error is not None:
             raise self.error
         if self.unavailable is not None:
-            log.info("start-up pass reads the window rows alone", reason=self.unavailable)
-            return self.window.top + 1
-        return self.lo
+            log.info("start-up pass counts on its own connection", reason=self.unavailable)
+        return self.result
 
     def stop(self) -> None:
-        """Stop reading beside and wait until it has (what it delivered is to be forgotten)."""
+        """Stop the work and wait until it has."""
         self._stopped = True
         if (conn := self.conn) is not None:
             conn.cancel_safe(timeout=2)

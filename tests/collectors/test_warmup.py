@@ -1,5 +1,6 @@
-"""The start-up pass against PostgreSQL: the window rows read beside the count, from a guessed
-first id, are every window row whatever order ids and created_at are in, each read once.
+"""The start-up pass against PostgreSQL: the window rows, read from a guessed first id while
+the count runs beside, are every window row whatever order ids and created_at are in, each
+read once.
 
 Every number is checked against SQL (the ground truth of tests/collectors/test_synclog.py)."""
 
@@ -43,16 +44,24 @@ pytestmark = pytest.mark.every_pg_major
 
 @pytest.fixture
 def reads(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
-    """Every window-row read of the pass: the thread it ran in, and its id range."""
+    """What the pass did, in order: each window-row read with its id range, and the count
+    with the thread it ran in."""
     seen: list[tuple[str, int, int]] = []
-    read = warmup.StartupPass._read_recent
+    read, count = warmup.StartupPass._read_recent, warmup.StartupPass._groups
 
-    def spy(self: warmup.StartupPass, conn: psycopg.Connection[Any], lo: int, hi: int,
-            cutoff: Any) -> None:
-        seen.append((threading.current_thread().name, lo, hi))
+    def spy_read(self: warmup.StartupPass, conn: psycopg.Connection[Any], lo: int, hi: int,
+                 cutoff: Any) -> None:
+        seen.append(("read", lo, hi))
         read(self, conn, lo, hi, cutoff)
 
-    monkeypatch.setattr(warmup.StartupPass, "_read_recent", spy)
+    def spy_count(self: warmup.StartupPass, conn: psycopg.Connection[Any], hi: int,
+                  *args: Any) -> Any:
+        counted = count(self, conn, hi, *args)
+        seen.append((f"count in {threading.current_thread().name}", hi, counted[1]))
+        return counted
+
+    monkeypatch.setattr(warmup.StartupPass, "_read_recent", spy_read)
+    monkeypatch.setattr(warmup.StartupPass, "_groups", spy_count)
     return seen
 
 
@@ -80,10 +89,8 @@ def test_window_rows_below_the_guess_are_read_after_the_count(conn, started, rea
     collector = started(clock)
     buckets = list(collector.buckets)
     assert_matches_truth(scrape(collector), truth(conn, clock.now, buckets), buckets)
-    beside = [r for r in reads if r[0] == "warmup-window"]
-    after = [r for r in reads if r[0] != "warmup-window"]
-    assert len(beside) == 1 and beside[0][2] == 27 and beside[0][1] > 3
-    assert after == [(after[0][0], 1, beside[0][1] - 1)]  # from the exact lowest id up to it
+    # The guess (24) is read while the count runs beside; the ids below it, once it is done.
+    assert reads == [("read", 24, 27), ("count in warmup-count", 27, 27), ("read", 1, 23)]
 
 
 def test_a_guess_on_a_lone_recent_row_reads_past_old_ones(conn, started, reads) -> None:
@@ -96,7 +103,7 @@ def test_a_guess_on_a_lone_recent_row_reads_past_old_ones(conn, started, reads) 
     collector = started(clock)
     buckets = list(collector.buckets)
     assert_matches_truth(scrape(collector), truth(conn, clock.now, buckets), buckets)
-    assert reads == [("warmup-window", 9, 17)]
+    assert reads == [("read", 9, 17), ("count in warmup-count", 17, 17)]
     clock.now += 60  # the future row enters the windows as time reaches it
     assert_matches_truth(scrape(collector), truth(conn, clock.now, buckets), buckets)
 
@@ -123,8 +130,8 @@ def test_gap_limit_stop_forgets_what_was_read_beside(db_dsn: str, conn, started)
 
 def test_without_a_second_connection_the_pass_reads_alone(db_dsn: str, conn, started,
                                                          reads) -> None:
-    """The database admits one connection besides the test's: the reader beside cannot connect,
-    and the pass reads every window row itself, exactly."""
+    """The database admits one connection besides the test's: the count cannot run beside, so
+    the pass counts on its own connection once it has read from the guess, exactly."""
     conn.execute(f'ALTER DATABASE "{db_dsn.rsplit("/", 1)[1]}" CONNECTION LIMIT 2')
     clock = Clock()
     insert_rows(conn, [LogRow("created", "success", ts(NOW - 60), 5)] * 3)
@@ -134,7 +141,8 @@ def test_without_a_second_connection_the_pass_reads_alone(db_dsn: str, conn, sta
     buckets = list(collector.buckets)
     found = scrape_reconnected(collector, 10)  # the pool's connection waits for the pass's slot
     assert_matches_truth(found, truth(conn, clock.now, buckets), buckets)
-    assert [r[1:] for r in reads] == [(1, 10)] and reads[0][0] != "warmup-window"
+    # The guess (9) is read first; then the count, on the pass's connection; then the rest.
+    assert reads == [("read", 9, 10), ("count in warmup-common_customersynclog", 10, 10), ("read", 1, 8)]
 
 
 rows = st.lists(st.tuples(
