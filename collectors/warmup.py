@@ -170,6 +170,11 @@ class StartupPass:
         need more ranges than the limit, the pass stops short of the first hole that does not
         fit (the tail reads on from there) and counts again up to it. Returns the groups and
         the id the pass read up to."""
+        # The planner has no statistics on the grouping expressions, guesses a group per ten
+        # rows and sorts the table to group it (at 10M rows on disk: 11 s, against 3 s hashed).
+        # There are a few hundred groups; hashing spills within work_mem should there be more.
+        conn.execute("SET LOCAL enable_sort = off")
+        conn.execute("SET LOCAL enable_incremental_sort = off")
         records = self.sql.warmup_groups.all(conn, {"cutoff": cutoff, "hi": hi})
         first = min((r.lowest_id for r in records), default=None)
         if first is not None and sum(r.rows for r in records) != hi - first + 1:
