@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -23,10 +24,8 @@ def ours_ready(text: str) -> bool:
                for c in ("synclog", "business", "postgres"))
 
 
-def run_ours(admin: psycopg.Connection[Any], dsn: str, args: argparse.Namespace,
-             workdir: Path) -> Side:
-    side = Side("this exporter")
-    port = free_port()
+def write_config(workdir: Path, dsn: str) -> Path:
+    """The exporter's configuration: the synclog, business and postgres collectors only."""
     config = workdir / "config.yaml"
     config.write_text(
         f"scrape_timeout: 30s\ndatabase:\n  dsn: {dsn}\n  required: true\n"
@@ -35,12 +34,33 @@ def run_ours(admin: psycopg.Connection[Any], dsn: str, args: argparse.Namespace,
         "  redis: {enabled: false}\n  disk: {enabled: false}\n  onec: {enabled: false}\n"
         "  process: {enabled: false}\n"
     )
-    exe = Path(sys.executable).parent / "customer-sync-exporter"
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--config.file", str(config),
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"],
-        stderr=open(workdir / "exporter.log", "ab"),  # noqa: SIM115
-    )
+    return config
+
+
+def start_exporter(config: Path, port: int, workdir: Path,
+                   tree: Path | None = None) -> subprocess.Popen[bytes]:
+    """``customer-sync-exporter serve`` on ``port``: the project's, or the source tree's at
+    ``tree`` (another revision, unpacked, run with this venv's packages)."""
+    serve = ["serve", "--config.file", str(config),
+             "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"]
+    log = open(workdir / "exporter.log", "ab")  # noqa: SIM115 - the process's, closed below
+    try:
+        if tree is None:
+            exe = Path(sys.executable).parent / "customer-sync-exporter"
+            return subprocess.Popen([str(exe), *serve], stderr=log)
+        run = ("import sys; from exporter.cli import main;"
+               " sys.argv[0] = 'customer-sync-exporter'; sys.exit(main())")
+        return subprocess.Popen([sys.executable, "-c", run, *serve], stderr=log, cwd=tree,
+                                env={**os.environ, "PYTHONPATH": str(tree)})
+    finally:
+        log.close()
+
+
+def run_ours(admin: psycopg.Connection[Any], dsn: str, args: argparse.Namespace,
+             workdir: Path) -> Side:
+    side = Side("this exporter")
+    port = free_port()
+    proc = start_exporter(write_config(workdir, dsn), port, workdir)
     scraper = Scraper(port)
     try:
         listening = wait_listening(port, proc, "this exporter")

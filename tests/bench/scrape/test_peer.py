@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 
-from bench.scrape.floor import FLOOR
 from bench.scrape.common import PEER_INTERVAL_S
+from bench.scrape.floor import FLOOR
 from bench.scrape.peer import peer_config
 
 
