@@ -148,20 +148,23 @@ class StartupPass:
 
     @staticmethod
     def _begin(conn: psycopg.Connection[Any]) -> str | None:
-        """Open the pass's transaction; the id of its snapshot, shared with the reader beside,
-        or None where PostgreSQL will not export it (the pass then reads alone)."""
+        """Open the pass's transaction; the id of its snapshot, for the count beside, or None
+        where it is not shared (the pass then counts on this connection): where PostgreSQL
+        refuses to export it, and on a standby, whose exported snapshots could lose running
+        transactions (pgsql-hackers 2026, "Don't discard subxip when exporting a snapshot
+        taken during recovery"): the count and the window rows must see the same rows."""
         for share in (True, False):
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             conn.execute("SET LOCAL statement_timeout = 0")
             if not share:
-                return None
+                break
             try:  # the first query: the snapshot is taken here, and exported
-                row = conn.execute("SELECT pg_export_snapshot()").fetchone()
+                row = conn.execute(
+                    "SELECT pg_export_snapshot() WHERE NOT pg_is_in_recovery()").fetchone()
             except psycopg.Error:
-                conn.rollback()
+                conn.rollback()  # nothing was read yet: open the transaction again
                 continue
-            assert row is not None
-            return str(row[0])
+            return None if row is None else str(row[0])
         return None
 
     def _groups(self, conn: psycopg.Connection[Any], hi: int, cutoff: datetime, gaps: GapSet,
