@@ -64,7 +64,6 @@ class RowReader:
     def __init__(self, ops: LabelSet, statuses: LabelSet) -> None:
         self.ops = ops
         self.statuses = statuses
-        self._codes = _Codes(ops, statuses)
 
     def tailed(self, records: Sequence[LogRecord],
                unusable: Counter[str]) -> tuple[list[Group], list[Row]]:
@@ -98,8 +97,9 @@ class RowReader:
     def recent(self, records: Sequence[RecentRecord | tuple[Any, ...]]) -> list[Row]:
         """The start-up pass's rows inside the longest window (already counted as groups), as
         records or as plain tuples in the record's order: a million are read at start-up, so
-        each pair of label values is coded once."""
-        codes = self._codes
+        each pair of label values is coded once a batch (not once for all: raw values are
+        unbounded, a memo of them would be too)."""
+        codes = _Codes(self.ops, self.statuses)
         return [(created_us, codes[op, status], -1 if duration is None else duration,
                  -1 if customer is None else customer)
                 for _, op, status, created_us, duration, customer in records]
