@@ -32,7 +32,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import scrape_bench as sb
+from bench.scrape.common import ROLE_PASSWORD
+from bench.scrape.data import ensure_roles, load
+from bench.scrape.measure import cpu_seconds, peak_rss, timed
+from bench.scrape.ours import ours_ready
+from bench.scrape.scraping import Scraper, stop, wait_listening, wait_until
 from exporter.demo.ports import free_port
 from exporter.demo.postgres import EmbeddedPostgres
 
@@ -63,27 +67,27 @@ def run_tree(tree: Path | None, config: Path, args: argparse.Namespace) -> dict[
          "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"],
         env=env, cwd=str(tree) if tree is not None else None,
     )
-    scraper = sb.Scraper(port)
+    scraper = Scraper(port)
     try:
-        sb.wait_listening(port, proc, "exporter")
-        sb.wait_until(scraper, proc, "exporter", sb.ours_ready)
+        wait_listening(port, proc, "exporter")
+        wait_until(scraper, proc, "exporter", ours_ready)
         for _ in range(5):  # warm: every lazy cache built, first-scrape allocations done
             scraper.get()
-        rss_ready = sb.peak_rss(proc.pid)
+        rss_ready = peak_rss(proc.pid)
         spacing = args.span / args.scrapes
-        cpu0 = sb.cpu_seconds(proc.pid)
+        cpu0 = cpu_seconds(proc.pid)
         times = []
         start = time.monotonic()
         for i in range(args.scrapes):
             time.sleep(max(0.0, start + i * spacing - time.monotonic()))
-            times.append(sb.timed(scraper.get))
-        cpu = sb.cpu_seconds(proc.pid) - cpu0
+            times.append(timed(scraper.get))
+        cpu = cpu_seconds(proc.pid) - cpu0
         return {"median_ms": statistics.median(times) * 1000,
                 "cpu_ms": cpu / args.scrapes * 1000,
                 "rss_ready_mib": rss_ready / 2**20,
-                "rss_mib": sb.peak_rss(proc.pid) / 2**20, "rss_now_mib": rss_now(proc.pid) / 2**20}
+                "rss_mib": peak_rss(proc.pid) / 2**20, "rss_now_mib": rss_now(proc.pid) / 2**20}
     finally:
-        sb.stop(proc)
+        stop(proc)
 
 
 def profile(dsn: str, scrapes: int) -> None:
@@ -152,8 +156,8 @@ def sample_stacks(dsn: str, scrapes: int) -> None:
         f.write(CONFIG.format(dsn=dsn))
         f.flush()
         exporter = Exporter(load_config(f.name), f"127.0.0.1:{free_port()}").start()
-    scraper = sb.Scraper(exporter.port)
-    sb.wait_until(scraper, _InProcess(), "exporter", sb.ours_ready)  # type: ignore[arg-type]
+    scraper = Scraper(exporter.port)
+    wait_until(scraper, _InProcess(), "exporter", ours_ready)  # type: ignore[arg-type]
     own: collections.Counter[str] = collections.Counter()
     cumulative: collections.Counter[str] = collections.Counter()
     done = threading.Event()
@@ -215,10 +219,10 @@ def main() -> int:
     try:
         name = f"bench_{args.rows}"
         dsn = pg.create_database(name)
-        sb.load(dsn, args.rows, args.days, args.conflicts)
+        load(dsn, args.rows, args.days, args.conflicts)
         with psycopg.connect(dsn, autocommit=True) as admin:
-            sb.ensure_roles(admin, ("exporter",))
-        url = f"postgresql://exporter:{sb.ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
+            ensure_roles(admin, ("exporter",))
+        url = f"postgresql://exporter:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
         if args.profile:
             profile(url, args.profile)
             return 0

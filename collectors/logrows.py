@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from collectors.labels import OTHER, LabelSet, label_value_ok
 from collectors.logsql import GroupRecord, LogRecord, RecentRecord
@@ -94,12 +94,15 @@ class RowReader:
                                       unusable))
         return groups
 
-    def recent(self, records: Sequence[RecentRecord]) -> list[Row]:
-        """The start-up pass's rows inside the longest window (already counted as groups)."""
-        code, status = self.ops.code, self.statuses.code
-        return [(rec.created_us, pack(code(rec.operation_type), status(rec.status)),
-                 -1 if rec.duration_ms is None else rec.duration_ms,
-                 -1 if rec.customer_id is None else rec.customer_id) for rec in records]
+    def recent(self, records: Sequence[RecentRecord | tuple[Any, ...]]) -> list[Row]:
+        """The start-up pass's rows inside the longest window (already counted as groups), as
+        records or as plain tuples in the record's order: a million are read at start-up, so
+        each pair of label values is coded once a batch (not once for all: raw values are
+        unbounded, a memo of them would be too)."""
+        codes = _Codes(self.ops, self.statuses)
+        return [(created_us, codes[op, status], -1 if duration is None else duration,
+                 -1 if customer is None else customer)
+                for _, op, status, created_us, duration, customer in records]
 
     def _group(self, rec: LogRecord | GroupRecord, rows: int, duration_sum_ms: int,
                newest_us: int | None, unusable: Counter[str]) -> Group:
@@ -113,6 +116,19 @@ class RowReader:
             cs, sm, im = (OTHER if _unusable_detail(v) else v for v in (cs, sm, im))
         return Group(op_code, status_code, rec.bucket, cs, rec.email_sent, sm, rec.found, im,
                      rows, duration_sum_ms, newest_us)
+
+
+class _Codes(dict[tuple[str | None, str | None], int]):
+    """The label code of each pair of operation type and status, made on first sight."""
+
+    def __init__(self, ops: LabelSet, statuses: LabelSet) -> None:
+        super().__init__()
+        self.ops = ops
+        self.statuses = statuses
+
+    def __missing__(self, key: tuple[str | None, str | None]) -> int:
+        code = self[key] = pack(self.ops.code(key[0]), self.statuses.code(key[1]))
+        return code
 
 
 def _unusable_detail(value: str | None) -> bool:

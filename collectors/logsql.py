@@ -28,10 +28,18 @@ def epoch_us(expr: str) -> str:
     return f"(extract(epoch FROM {expr}) * 1000000)::int8"
 
 
+# The Unix epoch plus 9,223,372,036,854 s: past it, Unix microseconds overflow a bigint.
+USABLE_UNTIL = "294247-01-10 04:00:54+00"
+
+
 def usable_ts(column: str) -> str:
     """SQL that is true when ``column`` has Unix microseconds in a bigint: an infinite
-    timestamp, or one after the year 294,246, has none (its cast would fail the whole query)."""
-    return f"isfinite({column}) AND extract(epoch FROM {column}) < 9223372036854"
+    timestamp, or one after the year 294,246, has none (its cast would fail the whole query).
+    Two comparisons with constants: the start-up pass makes them on every row of the table,
+    where ``isfinite`` and ``extract(epoch ...) < 9223372036854`` (a numeric) took a third of
+    its counting scan."""
+    return (f"({column} > '-infinity'::timestamptz"
+            f" AND {column} < '{USABLE_UNTIL}'::timestamptz)")
 
 
 NOW_US = epoch_us("now()")

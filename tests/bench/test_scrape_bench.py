@@ -1,14 +1,12 @@
-"""``bench/scrape_bench.py`` without running it: its arguments and the floor it hands the peer.
+"""``bench/scrape_bench.py`` without running it: its command line.
 
 The benchmark itself is run by hand (it loads 10M rows); these checks are cheap and catch a
-broken command line or a floor statement whose columns no longer match what query-exporter
-is told to read from it.
+broken command line (the floor it hands the peer: tests/bench/scrape/test_peer.py).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -54,17 +52,3 @@ def test_bad_arguments_are_refused(bench: ModuleType, argv: list[str],
         bench.parse_args(argv)
     assert exc.value.code == 2
     assert "error:" in capsys.readouterr().err
-
-
-def test_the_peer_is_configured_with_the_floors_own_statements(bench: ModuleType) -> None:
-    config = bench.peer_config("postgresql+psycopg://qe@127.0.0.1/x")
-    assert list(config["queries"]) == [q.name for q in bench.FLOOR]
-    assert len(bench.FLOOR) == 6  # the issue's floor: 6 statements per scrape
-    for q in bench.FLOOR:
-        peer = config["queries"][q.name]
-        assert peer["sql"] == q.sql and peer["interval"] == bench.PEER_INTERVAL_S
-        # query-exporter demands the result columns be exactly the metrics plus their labels.
-        aliases = set(re.findall(r"\bAS (\w+)", q.sql))
-        assert set(q.metrics) <= aliases, q.name
-        for m in q.metrics:
-            assert config["metrics"][m].get("labels", []) == list(q.labels)

@@ -4,11 +4,15 @@ without a finite meaning stays out only of what it cannot take part in."""
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from collectors.labels import OTHER, LabelSet
 from collectors.logrows import RowReader
 from collectors.logsql import GroupRecord, LogRecord, RecentRecord
-from collectors.windows import unpack
+from collectors.windows import pack, unpack
 
 
 def reader() -> RowReader:
@@ -70,3 +74,23 @@ def test_recent_rows_become_window_rows() -> None:
     assert [(ts, rows.ops.values[unpack(code)[0]], rows.statuses.values[unpack(code)[1]], d, c)
             for ts, code, d, c in window_rows] == [
         (123, "created", "warning", -1, 42), (124, "updated", "success", 5, -1)]
+
+
+VALUES = st.one_of(st.none(), st.sampled_from(["created", "success", "x", "y", "z", "", "\t"]),
+                   st.text(max_size=3))
+
+
+@given(st.lists(st.tuples(VALUES, VALUES, st.integers(0, 10**6),
+                          st.none() | st.integers(0, 10**4), st.none() | st.integers(1, 50)),
+                max_size=40))
+def test_window_rows_are_coded_as_one_row_at_a_time_would_be(rows: list[Any]) -> None:
+    """Plain tuples, coded a pair of values at a time, give what each row coded by itself
+    through the label sets gives: the same codes, in the same first-seen order, up to the cap
+    of two unknown values each."""
+    fast = RowReader(LabelSet(["created"], 2), LabelSet(["success"], 2))
+    ops, statuses = LabelSet(["created"], 2), LabelSet(["success"], 2)
+    tuples = [(i, op, status, ts, d, c) for i, (op, status, ts, d, c) in enumerate(rows)]
+    assert fast.recent(tuples) == [
+        (ts, pack(ops.code(op), statuses.code(status)), -1 if d is None else d,
+         -1 if c is None else c) for _, op, status, ts, d, c in tuples]
+    assert (fast.ops.values, fast.statuses.values) == (ops.values, statuses.values)

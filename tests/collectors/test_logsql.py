@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from collectors.logsql import EPOCH, Statements, from_epoch_us
+from collectors.logsql import EPOCH, USABLE_UNTIL, Statements, from_epoch_us, usable_ts
 
 pytestmark = pytest.mark.every_pg_major
 
@@ -84,3 +84,19 @@ def test_new_rows_gaps_and_max_id_are_read_by_primary_key(
             for node in on_log:
                 assert node["Node Type"] in ("Index Scan", "Index Only Scan"), (name, node)
                 assert node["Index Name"] == pkey, (name, node)
+
+
+def test_usable_is_exactly_a_bigint_of_unix_microseconds(conn: psycopg.Connection[Any]) -> None:
+    """The two comparisons say what ``isfinite`` and ``extract(epoch ...)`` say, at the bound
+    a microsecond either side, at both infinities and at the ends of timestamptz's range."""
+    values = ["-infinity", "infinity", "4714-11-24 00:00:00+00 BC", "1970-01-01 00:00:00+00",
+              "294276-12-31 23:59:59.999999+00", USABLE_UNTIL]
+    conn.execute("SET TIME ZONE 'Asia/Kamchatka'")  # the literals carry their own zone
+    rows = conn.execute(
+        sql.SQL("SELECT t::text, {usable}, isfinite(t) AND extract(epoch FROM t) < 9223372036854"
+                " FROM (SELECT unnest(%s::timestamptz[]) UNION ALL"
+                "       SELECT %s::timestamptz + d * interval '1 microsecond'"
+                "         FROM unnest(ARRAY[-1, 1]) AS d) AS v(t)")
+        .format(usable=sql.SQL(usable_ts("t"))), (values, USABLE_UNTIL)).fetchall()
+    assert len(rows) == 8 and sum(1 for _, fits, _ in rows if fits) == 3
+    assert [(ts, fits) for ts, fits, _ in rows] == [(ts, want) for ts, _, want in rows]
