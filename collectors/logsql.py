@@ -57,6 +57,9 @@ class TableInfo(NamedTuple):
     last_value: int | None
 
 
+_INFO_COLUMNS = len(TableInfo._fields)
+
+
 class LogRecord(NamedTuple):
     """One log row with what it contributes: the values that become labels, its time and its
     histogram bucket (None without a usable duration)."""
@@ -214,6 +217,26 @@ class Query(Generic[R]):
                 yield batch
 
 
+class Polled(NamedTuple):
+    """What :meth:`Statements.poll` returned: info, each rider's values, the tail rows."""
+
+    info: TableInfo
+    riders: list[tuple[Any, ...]]
+    rows: list[LogRecord]
+
+    @classmethod
+    def split(cls, rows: Sequence[tuple[Any, ...]], rider_columns: Sequence[int]) -> Polled:
+        log_at = _INFO_COLUMNS + sum(rider_columns)
+        (head,) = [row for row in rows if row[log_at] is None]  # a tail row always has an id
+        riders, at = [], _INFO_COLUMNS
+        for n in rider_columns:
+            riders.append(tuple(head[at:at + n]))
+            at += n
+        tail = [LogRecord._make(row[log_at:]) for row in rows if row[log_at] is not None]
+        tail.sort(key=lambda rec: rec.id)  # in id order already, unless a plan changes that
+        return cls(TableInfo._make(head[:_INFO_COLUMNS]), riders, tail)
+
+
 @dataclass(frozen=True)
 class Statements:
     """The tail's statements for one table and one set of histogram bounds."""
@@ -224,6 +247,27 @@ class Statements:
     warmup_groups: Query[GroupRecord]
     warmup_recent: Query[RecentRecord]
     warmup_holes: Query[Hole]
+
+    def poll(self, riders: Sequence[tuple[sql.Composable, int]] = ()) -> sql.Composed:
+        """``info``, one row of each rider and the first batch of ``tail``, as one statement
+        (one round trip, one snapshot). Each rider is a one-row SELECT and how many columns
+        it has. The first row holds info and the riders' columns, its log fields NULL; every
+        other row is a tail row whose other fields are NULL (so the riders' values, however
+        large, travel once)."""
+        others = _INFO_COLUMNS + sum(n for _, n in riders)
+        head = sql.SQL(", ").join([
+            sql.SQL("i.*"),
+            *(sql.SQL("r{}.*").format(sql.SQL(str(k))) for k in range(len(riders))),
+            *(sql.SQL("NULL AS {}").format(sql.Identifier(f)) for f in LogRecord._fields),
+        ])
+        joins = sql.SQL("").join(
+            sql.SQL(" CROSS JOIN ({}) AS r{}").format(part, sql.SQL(str(k)))
+            for k, (part, _) in enumerate(riders))
+        return sql.SQL(
+            "SELECT {head} FROM ({info}) AS i{joins}"
+            " UNION ALL SELECT {nulls}t.* FROM ({tail}) AS t"
+        ).format(head=head, info=self.info.text, joins=joins, tail=self.tail.text,
+                 nulls=sql.SQL("NULL, " * others))
 
     @classmethod
     def build(cls, table: str, bucket_thresholds_ms: Sequence[int]) -> Statements:
