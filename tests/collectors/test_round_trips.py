@@ -20,7 +20,7 @@ from collectors.business import BusinessCollector
 from collectors.postgres import PostgresCollector
 from collectors.synclog import SyncLogCollector
 from collectors.synclog_source import SyncLogSource
-from exporter.collector import Deadline
+from exporter.collector import Deadline, Reason
 from exporter.config import BusinessConfig, DatabaseConfig, PostgresConfig, SyncLogConfig
 from exporter.db import Database
 from exporter.scrape import Scraper
@@ -113,3 +113,67 @@ def test_a_quiet_scrape_costs_at_most_two_statements(conn, scraper: Scraper) -> 
 
     assert per_scrape <= MAX_STATEMENTS_PER_QUIET_SCRAPE, (
         f"{statements} statements in {QUIET_SCRAPES} quiet scrapes")
+
+
+def pair(exporter_dsn: str) -> tuple[Scraper, Database, SyncLogSource]:
+    db = Database(DatabaseConfig(dsn=SecretStr(exporter_dsn)))
+    config = SyncLogConfig()
+    source = SyncLogSource(db, config)
+    collectors = [SyncLogCollector(config, source=source),
+                  BusinessCollector(db, BusinessConfig(), source=source)]
+    return Scraper(collectors, 10.0, process_collector=False), db, source
+
+
+def test_a_table_business_cannot_read_fails_business_alone(conn, exporter_dsn: str) -> None:
+    """business's read rides the log's poll; when it fails there, synclog is served whole and
+    business fails with its own reason, and it rides again once it can read."""
+    write_some_of_everything(conn)
+    scraper, db, source = pair(exporter_dsn)
+    try:
+        scrape_ok(scraper)
+        conn.execute(f"REVOKE SELECT ON users FROM {EXPORTER_ROLE}")
+        insert_rows(conn, [LogRow("updated", "success",
+                                  conn.execute("SELECT now()").fetchone()[0])])  # type: ignore[index]
+        for _ in range(2):  # the ride fails, then business reads alone and fails again
+            found = samples(scraper.scrape(Deadline.after(10.0)))
+            results = scraper.last_results()
+            assert results["synclog"] is not None and results["synclog"].ok
+            assert results["business"] is not None
+            assert (results["business"].reason, "permission denied" in
+                    (results["business"].message or "")) == (Reason.QUERY, True)
+            assert sum(pick(found, "customer_sync_operations_total").values()) == 4
+        conn.execute(f"GRANT SELECT ON users TO {EXPORTER_ROLE}")
+        scrape_ok(scraper)  # alone, then both went well: it rides again
+        before = exporter_calls(conn)
+        found = scrape_ok(scraper)
+        assert exporter_calls(conn) - before == 1  # one poll for both collectors
+        (users,) = conn.execute("SELECT count(*) FROM users").fetchone()  # type: ignore[misc]
+        assert sum(pick(found, "customer_sync_customers").values()) == users == 5
+    finally:
+        scraper.close()
+        source.close()
+        db.close()
+
+
+def test_a_locked_log_does_not_starve_the_tables(conn, db_dsn: str, exporter_dsn: str) -> None:
+    """The log locked by a migration: the poll that carries business's read times out, so
+    from the next scrape on business reads its tables first and serves them with its failure."""
+    write_some_of_everything(conn)
+    scraper, db, source = pair(exporter_dsn)
+    try:
+        scrape_ok(scraper)
+        with psycopg.connect(db_dsn) as locker:
+            locker.execute("LOCK TABLE common_customersynclog IN ACCESS EXCLUSIVE MODE")
+            for _ in range(2):
+                scraper.scrape(Deadline.after(1.5))
+            found = samples(scraper.scrape(Deadline.after(1.5)))
+            results = scraper.last_results()
+            assert results["business"] is not None
+            assert results["business"].reason is Reason.TIMEOUT
+            assert found[("customer_sync_export_queue_customers", ())] == 3
+        found = scrape_ok(scraper)
+        assert found[("customer_sync_export_queue_customers", ())] == 3
+    finally:
+        scraper.close()
+        source.close()
+        db.close()
