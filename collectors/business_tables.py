@@ -19,7 +19,7 @@ from typing import Any
 
 from psycopg import sql
 
-from collectors.logsql import NOW_US, epoch_us, from_epoch_us, usable_ts
+from collectors.logsql import NOW_US, Rendered, epoch_us, from_epoch_us, usable_ts
 from exporter.collector import CollectorError, Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database
@@ -96,8 +96,8 @@ class TableReads:
             imports=_ident(config.import_sessions_table),
             conflicts_name=sql.Literal(config.conflicts_table),
             users_name=sql.Literal(config.users_table))
-        self.alone_sql = sql.SQL("SELECT {now} AS now_us, b.* FROM ({part}) AS b").format(
-            now=sql.SQL(NOW_US), part=self.part_sql)
+        self.alone_sql = Rendered(sql.SQL("SELECT {now} AS now_us, b.* FROM ({part}) AS b")
+                                  .format(now=sql.SQL(NOW_US), part=self.part_sql))
         self.longest = timedelta(microseconds=longest_window_us)
         self.conflicts_gate = _Gate(max_age, monotonic)
         self.users_gate = _Gate(max_age, monotonic)
@@ -145,7 +145,7 @@ class TableReads:
         with self.lock:
             params = self._params(since)
         with db.connection(deadline) as conn:
-            row = conn.execute(self.alone_sql, params).fetchone()
+            row = conn.execute(self.alone_sql(conn), params).fetchone()
         assert row is not None
         with self.lock:
             self._take(tuple(row[1:]), clock_us() if clock_us is not None else int(row[0]))

@@ -11,7 +11,7 @@ Times travel as Unix microseconds in a bigint, as the windows keep them (:func:`
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -188,6 +188,22 @@ _WARMUP_HOLES = """
      WHERE id > prev + 1 ORDER BY id"""
 
 
+class Rendered:
+    """A composed statement as bytes, rendered once per client encoding: psycopg renders a
+    ``Composed`` again on every execute (tens of microseconds for the poll)."""
+
+    def __init__(self, text: sql.Composable) -> None:
+        self.text = text
+        self._bytes: dict[str, bytes] = {}
+
+    def __call__(self, conn: Connection[Any]) -> bytes:
+        encoding = conn.info.encoding
+        rendered = self._bytes.get(encoding)
+        if rendered is None:
+            rendered = self._bytes[encoding] = self.text.as_bytes(conn)
+        return rendered
+
+
 def _records(cls: type[R]) -> BaseRowFactory[R]:
     """Rows as ``cls``, made from psycopg's tuples as its own ``namedtuple_row`` makes them."""
     return lambda _cursor: cls._make
@@ -199,10 +215,14 @@ class Query(Generic[R]):
 
     text: sql.Composed
     record: type[R]
+    rendered: Rendered = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rendered", Rendered(self.text))
 
     def all(self, conn: Connection[Any], params: dict[str, Any] | None = None) -> list[R]:
         with conn.cursor(row_factory=_records(self.record)) as cur:
-            return cur.execute(self.text, params).fetchall()
+            return cur.execute(self.rendered(conn), params).fetchall()
 
     def one(self, conn: Connection[Any]) -> R:
         (row,) = self.all(conn)

@@ -49,7 +49,7 @@ from psycopg import sql
 from collectors.gaps import GapSet, Plan
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber, RowReader
-from collectors.logsql import LogRecord, Polled, Statements, TableInfo
+from collectors.logsql import LogRecord, Polled, Rendered, Statements, TableInfo
 from collectors.warmup import StartupPass
 from collectors.windows import Row
 from exporter.collector import CollectorError, Deadline, Reason
@@ -82,8 +82,8 @@ class Rider(Protocol):
     def riding(self) -> bool: ...
 
     def part(self, now_us: int | None) -> tuple[sql.Composable, dict[str, Any]]:
-        """A one-row SELECT and its parameters (named, not clashing with the tail's);
-        ``now_us`` is the tail's time before this poll."""
+        """A one-row SELECT, the same every time, and its parameters (named, not clashing
+        with the tail's); ``now_us`` is the tail's time before this poll."""
         ...
 
     def take(self, values: tuple[Any, ...], now_us: int, deadline: Deadline) -> None:
@@ -127,6 +127,7 @@ class LogTail:
         self._generation = 0
         self._poll_error: CollectorError | None = None  # how the last refresh ended
         self._polled_for: Deadline | None = None  # the deadline the last refresh ran for
+        self._polls: dict[tuple[int, ...], tuple[Any, Rendered]] = {}  # by the parts' ids
         self._at_gap_limit = False
         self._closed = False
         self._warmup: StartupPass | None = None
@@ -271,7 +272,7 @@ class LogTail:
             parts.append((part, rider.columns))
             params.update(rider_params)
         try:
-            rows = conn.execute(self.sql.poll(parts), params).fetchall()
+            rows = conn.execute(self._poll_statement(parts)(conn), params).fetchall()
         except psycopg.Error as exc:
             if not riders:
                 raise
@@ -281,13 +282,22 @@ class LogTail:
             if error.reason is not Reason.QUERY:  # down or out of time: no second try
                 raise
             riders, parts = [], []
-            rows = conn.execute(self.sql.poll(), params).fetchall()
+            rows = conn.execute(self._poll_statement(parts)(conn), params).fetchall()
         polled = Polled.split(rows, [n for _, n in parts])
         self._set_time(self._now(polled.info.now_us))
         assert self.now_us is not None
         for rider, values in zip(riders, polled.riders, strict=True):
             rider.take(values, self.now_us, deadline)
         return polled
+
+    def _poll_statement(self, parts: Sequence[tuple[sql.Composable, int]]) -> Rendered:
+        """The poll for these parts, composed and rendered once (a rider's part is the same
+        object every time; kept here, so its id is not reused while it is a key)."""
+        key = tuple(id(part) for part, _ in parts)
+        cached = self._polls.get(key)
+        if cached is None:
+            cached = self._polls[key] = (tuple(parts), Rendered(self.sql.poll(parts)))
+        return cached[1]
 
     def _reread_gaps(self, conn: psycopg.Connection[Any], deadline: Deadline,
                      info: TableInfo) -> None:
