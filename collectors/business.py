@@ -128,8 +128,9 @@ class BusinessCollector:
     """The ``business`` collector: what the sync achieved, from the sync log and three tables.
 
     The log's numbers come from the shared source (read once with the synclog collector, O(new
-    rows) a scrape); ``users`` and ``common_syncconflict`` are recounted only when PostgreSQL's
-    table statistics say they changed, ``import_sessions`` (small) on every scrape.
+    rows) a scrape); the tables' (:mod:`collectors.business_tables`) from one SELECT that
+    travels in the source's poll: ``users`` and ``common_syncconflict`` are recounted only when
+    PostgreSQL's table statistics say they changed, ``import_sessions`` (small) every scrape.
     """
 
     name = "business"
@@ -142,11 +143,10 @@ class BusinessCollector:
         self.source = source
         self.counters = BusinessCounters(source.statuses, source.ops)
         self.customers = DistinctCustomers(len(source.windows), source.statuses.code("success"))
-        source.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
         self.tables = TableReads(config, longest_window_us=source.longest_window_us,
                                  max_age=RECOUNT_MAX_AGE, monotonic=monotonic)
-        source.tail.riders.append(self.tables)
+        source.attach(self.counters, self.customers, self.tables)
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         """The tables ride the log's poll. After a ride failed they are read alone, first, so a
@@ -161,9 +161,7 @@ class BusinessCollector:
         return families
 
     def close(self) -> None:
-        self.source.detach(self.counters, self.customers)
-        with self.source.tail.lock:
-            self.source.tail.riders.remove(self.tables)
+        self.source.detach(self.counters, self.customers, self.tables)
 
     def _tables(self, deadline: Deadline) -> list[Metric]:
         """The tables' families, read in this scrape: by the poll, else now on their own."""

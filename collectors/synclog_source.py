@@ -19,7 +19,7 @@ from prometheus_client.core import Metric
 
 from collectors.labels import LabelSet
 from collectors.logrows import OPERATION_TYPES, STATUSES, Group, LogSubscriber
-from collectors.logtail import MAX_GAP_RANGES, LogTail
+from collectors.logtail import MAX_GAP_RANGES, LogTail, Rider
 from collectors.windows import SlidingWindows, WindowConsumer
 from exporter.collector import CollectorError, Deadline
 from exporter.config import SyncLogConfig
@@ -85,17 +85,24 @@ class SyncLogSource:
     def longest_window_us(self) -> int:
         return self.sliding.longest
 
-    def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
-        """Feed ``subscriber`` every group read and ``window_consumer`` the windows' rows."""
+    def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer,
+               rider: Rider | None = None) -> None:
+        """Feed ``subscriber`` every group read and ``window_consumer`` the windows' rows;
+        ``rider`` travels in every poll (see :class:`collectors.logtail.Rider`)."""
         with self.tail.lock:
             self.tail.subscribers.append(subscriber)
             self.sliding.consumers.append(window_consumer)
+            if rider is not None:
+                self.tail.riders.append(rider)
 
-    def detach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
+    def detach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer,
+               rider: Rider | None = None) -> None:
         """Stop feeding them."""
         with self.tail.lock:
             self.tail.subscribers.remove(subscriber)
             self.sliding.consumers.remove(window_consumer)
+            if rider is not None:
+                self.tail.riders.remove(rider)
 
     def close(self) -> None:
         """Stop reading the table: a start-up pass in flight is cancelled. Its owner's job (the
