@@ -24,9 +24,14 @@ from exporter.collector import CollectorError, Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database
 
-# The counters and file node of one table: NULL when it has none (a view), then read every time.
-_KEY = ("(SELECT ARRAY[n_tup_ins, n_tup_upd, n_tup_del, pg_relation_filenode(relid)::int8]"
-        " FROM pg_stat_user_tables WHERE relid = {}::regclass)")
+# The activity counters (pg_stat_user_tables' n_tup_ins, n_tup_upd, n_tup_del: the same
+# functions, without the view's joins) and the file node of one table; NULL for a relation
+# without storage of its own (a view, a partitioned table), which is then read every time.
+_KEY = """(SELECT CASE WHEN pg_relation_filenode(r) IS NOT NULL
+                       THEN ARRAY[pg_stat_get_tuples_inserted(r), pg_stat_get_tuples_updated(r),
+                                  pg_stat_get_tuples_deleted(r), pg_relation_filenode(r)::int8]
+                  END
+             FROM CAST({} AS regclass) AS r)"""
 
 _PART = f"""
 SELECT k.conflicts_key,
