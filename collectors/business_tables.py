@@ -20,7 +20,7 @@ from typing import Any
 from psycopg import sql
 
 from collectors.logsql import NOW_US, Rendered, epoch_us, from_epoch_us, usable_ts
-from exporter.collector import CollectorError, Deadline
+from exporter.collector import Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database
 
@@ -135,7 +135,7 @@ class TableReads:
             self._take(values, now_us)
             self.served_for = deadline
 
-    def missed(self, error: CollectorError) -> None:
+    def missed(self) -> None:
         with self.lock:
             self._riding = False
 

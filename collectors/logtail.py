@@ -90,7 +90,7 @@ class Rider(Protocol):
         """Its columns, read in the poll for ``deadline`` at ``now_us`` (the windows' time)."""
         ...
 
-    def missed(self, error: CollectorError) -> None:
+    def missed(self) -> None:
         """Its part failed (or the whole poll did): it reads alone until it says otherwise."""
         ...
 
@@ -276,10 +276,9 @@ class LogTail:
         except psycopg.Error as exc:
             if not riders:
                 raise
-            error = CollectorError(classify(exc), describe(exc))
             for rider in riders:
-                rider.missed(error)
-            if error.reason is not Reason.QUERY:  # down or out of time: no second try
+                rider.missed()
+            if classify(exc) is not Reason.QUERY:  # down or out of time: no second try
                 raise
             riders, parts = [], []
             rows = conn.execute(self._poll_statement(parts)(conn), params).fetchall()
