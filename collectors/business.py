@@ -22,11 +22,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from psycopg import sql
 
+from collectors.business_tables import TableReads
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber
-from collectors.logsql import epoch_us, from_epoch_us, usable_ts
 from collectors.synclog_source import SyncLogSource
 from collectors.windows import Row, WindowConsumer, unpack
 from exporter.collector import Deadline
@@ -125,45 +124,13 @@ class DistinctCustomers(WindowConsumer):
                     del customers[customer]
 
 
-class _StatsGate:
-    """Says whether a table may have changed since the last time we read it.
-
-    PostgreSQL's per-table activity counters (inserts, updates, deletes) and the relation's file
-    node (which TRUNCATE replaces) are read on every scrape, which is cheap; an expensive query is
-    rerun only when they moved, or after ``max_age`` seconds in case statistics are off.
-    """
-
-    def __init__(self, table: str, max_age: float, monotonic: Callable[[], float]) -> None:
-        self.table = table
-        self.max_age = max_age
-        self.monotonic = monotonic
-        self.key: tuple[Any, ...] | None = None
-        self.read_at = 0.0
-
-    def changed(self, conn: Any) -> bool:
-        key = conn.execute(
-            "SELECT n_tup_ins, n_tup_upd, n_tup_del, pg_relation_filenode(relid)"
-            " FROM pg_stat_user_tables WHERE relid = %s::regclass",
-            (self.table,),
-        ).fetchone()
-        now = self.monotonic()
-        if key is None or key != self.key or now - self.read_at > self.max_age:
-            self.key = key
-            self.read_at = now
-            return True
-        return False
-
-
-def _ident(table: str) -> sql.Identifier:
-    return sql.Identifier(*table.split("."))
-
-
 class BusinessCollector:
     """The ``business`` collector: what the sync achieved, from the sync log and three tables.
 
     The log's numbers come from the shared source (read once with the synclog collector, O(new
-    rows) a scrape); ``users`` and ``common_syncconflict`` are recounted only when PostgreSQL's
-    table statistics say they changed, ``import_sessions`` (small) on every scrape.
+    rows) a scrape); the tables' (:mod:`collectors.business_tables`) from one SELECT that
+    travels in the source's poll: ``users`` and ``common_syncconflict`` are recounted only when
+    PostgreSQL's table statistics say they changed, ``import_sessions`` (small) every scrape.
     """
 
     name = "business"
@@ -176,65 +143,38 @@ class BusinessCollector:
         self.source = source
         self.counters = BusinessCounters(source.statuses, source.ops)
         self.customers = DistinctCustomers(len(source.windows), source.statuses.code("success"))
-        source.attach(self.counters, self.customers)
         self.roles = LabelSet(ROLES, LABEL_CAP)
-        self.conflicts_gate = _StatsGate(config.conflicts_table, RECOUNT_MAX_AGE, monotonic)
-        self.conflicts_query = sql.SQL(
-            "SELECT conflict_type, resolution_strategy, is_resolved, count(*) FROM {}"
-            " GROUP BY 1, 2, 3"
-        ).format(_ident(config.conflicts_table))
-        self.conflict_rows: list[tuple[Any, ...]] = []
-        users = _ident(config.users_table)
-        self.users_gate = _StatsGate(config.users_table, RECOUNT_MAX_AGE, monotonic)
-        self.users_query = sql.SQL(
-            "SELECT created_in_1c, role, count(*),"
-            " count(*) FILTER (WHERE needs_1c_export AND is_active) FROM {} GROUP BY 1, 2"
-        ).format(users)
-        self.recent_users_query = sql.SQL(
-            f"SELECT created_in_1c, {epoch_us('created_at')} FROM {{}}"
-            f" WHERE created_at > %(since)s AND {usable_ts('created_at')}"
-        ).format(users)
-        self.user_rows: list[tuple[Any, ...]] = []
-        self.export_oldest_query = sql.SQL(
-            f"SELECT {epoch_us('min(updated_at)')} FROM {{}} WHERE needs_1c_export AND is_active"
-        ).format(users)
-        self.export_oldest_us: int | None = None
-        self.created_us: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
-        self.imports_query = sql.SQL(
-            "SELECT import_type, status, count(*),"
-            " extract(epoch FROM max(finished_at) FILTER (WHERE isfinite(finished_at)))::float8"
-            " FROM {} GROUP BY 1, 2"
-        ).format(_ident(config.import_sessions_table))
+        self.tables = TableReads(config, longest_window_us=source.longest_window_us,
+                                 max_age=RECOUNT_MAX_AGE, monotonic=monotonic)
+        source.attach(self.counters, self.customers, self.tables)
 
     def collect(self, deadline: Deadline) -> list[Metric]:
-        with self.db.connection(deadline) as conn:
-            now = self.source.now_us(conn)
-            if self.conflicts_gate.changed(conn):
-                self.conflict_rows = conn.execute(self.conflicts_query).fetchall()
-            if self.users_gate.changed(conn):
-                self._read_users(conn, now)
-                self.export_oldest_us = self._read_export_oldest(conn)
-            tables = [
-                *self._conflict_records(self.conflict_rows),
-                *self._users(now),
-                self._export_queue_age(now),
-                *self._imports(conn.execute(self.imports_query).fetchall()),
-            ]
-        return self.source.read(deadline, self._from_log, others=tables)
+        """The tables ride the log's poll. After a ride failed they are read alone, first, so a
+        log that hangs cannot starve them, until a scrape where both went well."""
+        alone = not self.tables.riding
+        if alone:
+            self.tables.read_alone(self.db, deadline, self.source.tail.clock_us)
+        families = self.source.read(deadline, self._from_log,
+                                    others=lambda: self._tables(deadline))
+        if alone:
+            self.tables.ride_again()
+        return families
 
     def close(self) -> None:
-        self.source.detach(self.counters, self.customers)
+        self.source.detach(self.counters, self.customers, self.tables)
 
-    def _read_users(self, conn: Any, now_us: int) -> None:
-        """Users change rarely: the aggregate and recent creation times are read on change only."""
-        self.user_rows = conn.execute(self.users_query).fetchall()
-        since = from_epoch_us(now_us - self.source.longest_window_us)
-        created: dict[str, list[int]] = {origin: [] for origin in ORIGINS}
-        for in_1c, created_us in conn.execute(self.recent_users_query, {"since": since}):
-            created["1c_import" if in_1c else "portal"].append(created_us)
-        for values in created.values():
-            values.sort()
-        self.created_us = created
+    def _tables(self, deadline: Deadline) -> list[Metric]:
+        """The tables' families, read in this scrape: by the poll, else now on their own."""
+        t = self.tables
+        if t.served_for != deadline:
+            t.read_alone(self.db, deadline, self.source.tail.clock_us)
+        with t.lock:
+            return [
+                *self._conflict_records(t.conflict_rows),
+                *self._users(t.now_us),
+                self._export_queue_age(t.now_us),
+                *self._imports(t.import_rows),
+            ]
 
     def _from_log(self) -> list[Metric]:
         c, statuses = self.counters, self.source.statuses
@@ -277,7 +217,7 @@ class BusinessCollector:
             synced.add_metric([window.label], len(self.customers.customers[i]))
         return [conflicts, idents, notes, synced]
 
-    def _conflict_records(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
+    def _conflict_records(self, rows: Sequence[Sequence[Any]]) -> list[Metric]:
         family = GaugeMetricFamily(
             "customer_sync_conflict_records",
             "Rows of common_syncconflict by conflict type, resolution strategy and is_resolved "
@@ -319,14 +259,14 @@ class BusinessCollector:
         )
         by_role: dict[tuple[str, str], int] = defaultdict(int)
         waiting = 0
-        for in_1c, role, n, export in self.user_rows:
+        for in_1c, role, n, export in self.tables.user_rows:
             origin = "1c_import" if in_1c else "portal"
             by_role[(origin, self.roles.canonical(role))] += n
             waiting += export
         for key, n in zero_filled(by_role, ORIGINS, ROLES):
             customers.add_metric(list(key), n)
         for origin in ORIGINS:
-            times = self.created_us[origin]
+            times = self.tables.created_us[origin == "1c_import"]
             for window in self.source.windows:
                 since = now_us - int(window.seconds * 1_000_000)
                 created.add_metric(
@@ -335,17 +275,13 @@ class BusinessCollector:
         queue.add_metric([], waiting)
         return [customers, created, queue]
 
-    def _read_export_oldest(self, conn: Any) -> int | None:
-        row = conn.execute(self.export_oldest_query).fetchone()
-        return None if row is None or row[0] is None else int(row[0])
-
     def _export_queue_age(self, now_us: int) -> Metric:
         """How long the export backlog's oldest user has waited. users has no "flagged at"
         column: needs_1c_export defaults to false and is raised on an existing row, and Django's
         save() then moves updated_at (auto_now), so updated_at is the latest time the wait can
         have begun. created_at/date_joined would count a long-standing customer's whole life,
         and last_sync_at is NULL for a user never synced."""
-        oldest = self.export_oldest_us
+        oldest = self.tables.export_oldest_us
         age = 0.0 if oldest is None else max(0.0, (now_us - oldest) / 1_000_000)
         return GaugeMetricFamily(
             "customer_sync_export_queue_oldest_age_seconds",
@@ -355,7 +291,7 @@ class BusinessCollector:
             value=age,
         )
 
-    def _imports(self, rows: list[tuple[Any, ...]]) -> list[Metric]:
+    def _imports(self, rows: Sequence[Sequence[Any]]) -> list[Metric]:
         sessions = GaugeMetricFamily(
             "customer_sync_import_sessions",
             "Rows of import_sessions by import type and status (customers = the 1C customer "

@@ -11,7 +11,7 @@ Times travel as Unix microseconds in a bigint, as the windows keep them (:func:`
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, NamedTuple, TypeVar
 
@@ -63,6 +63,9 @@ class TableInfo(NamedTuple):
     # it was never taken, so it is not a rolled-back gap but a row still to come (below a row
     # inserted with an explicit, higher id).
     last_value: int | None
+
+
+_INFO_COLUMNS = len(TableInfo._fields)
 
 
 class LogRecord(NamedTuple):
@@ -193,6 +196,22 @@ _WARMUP_HOLES = """
      WHERE id > prev + 1 ORDER BY id"""
 
 
+class Rendered:
+    """A composed statement as bytes, rendered once per client encoding: psycopg renders a
+    ``Composed`` again on every execute (tens of microseconds for the poll)."""
+
+    def __init__(self, text: sql.Composable) -> None:
+        self.text = text
+        self._bytes: dict[str, bytes] = {}
+
+    def __call__(self, conn: Connection[Any]) -> bytes:
+        encoding = conn.info.encoding
+        rendered = self._bytes.get(encoding)
+        if rendered is None:
+            rendered = self._bytes[encoding] = self.text.as_bytes(conn)
+        return rendered
+
+
 def _records(cls: type[R]) -> BaseRowFactory[R]:
     """Rows as ``cls``, made from psycopg's tuples as its own ``namedtuple_row`` makes them."""
     return lambda _cursor: cls._make
@@ -204,10 +223,14 @@ class Query(Generic[R]):
 
     text: sql.Composed
     record: type[R]
+    rendered: Rendered = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rendered", Rendered(self.text))
 
     def all(self, conn: Connection[Any], params: dict[str, Any] | None = None) -> list[R]:
         with conn.cursor(row_factory=_records(self.record)) as cur:
-            return cur.execute(self.text, params).fetchall()
+            return cur.execute(self.rendered(conn), params).fetchall()
 
     def one(self, conn: Connection[Any]) -> R:
         (row,) = self.all(conn)
@@ -222,6 +245,26 @@ class Query(Generic[R]):
                 yield batch
 
 
+class Polled(NamedTuple):
+    """What :meth:`Statements.poll` returned: info, each rider's values, the tail rows."""
+
+    info: TableInfo
+    riders: list[tuple[Any, ...]]
+    rows: list[LogRecord]
+
+    @classmethod
+    def split(cls, rows: Sequence[tuple[Any, ...]], rider_columns: Sequence[int]) -> Polled:
+        log_at = _INFO_COLUMNS + sum(rider_columns)
+        (head,) = [row for row in rows if row[log_at] is None]  # a tail row always has an id
+        riders, at = [], _INFO_COLUMNS
+        for n in rider_columns:
+            riders.append(tuple(head[at:at + n]))
+            at += n
+        tail = [LogRecord._make(row[log_at:]) for row in rows if row[log_at] is not None]
+        tail.sort(key=lambda rec: rec.id)  # in id order already, unless a plan changes that
+        return cls(TableInfo._make(head[:_INFO_COLUMNS]), riders, tail)
+
+
 @dataclass(frozen=True)
 class Statements:
     """The tail's statements for one table and one set of histogram bounds."""
@@ -232,6 +275,27 @@ class Statements:
     warmup_groups: Query[GroupRecord]
     warmup_recent: Query[RecentRecord]
     warmup_holes: Query[Hole]
+
+    def poll(self, riders: Sequence[tuple[sql.Composable, int]] = ()) -> sql.Composed:
+        """``info``, one row of each rider and the first batch of ``tail``, as one statement
+        (one round trip, one snapshot). Each rider is a one-row SELECT and how many columns
+        it has. The first row holds info and the riders' columns, its log fields NULL; every
+        other row is a tail row whose other fields are NULL (so the riders' values, however
+        large, travel once)."""
+        others = _INFO_COLUMNS + sum(n for _, n in riders)
+        head = sql.SQL(", ").join([
+            sql.SQL("i.*"),
+            *(sql.SQL("r{}.*").format(sql.SQL(str(k))) for k in range(len(riders))),
+            *(sql.SQL("NULL AS {}").format(sql.Identifier(f)) for f in LogRecord._fields),
+        ])
+        joins = sql.SQL("").join(
+            sql.SQL(" CROSS JOIN ({}) AS r{}").format(part, sql.SQL(str(k)))
+            for k, (part, _) in enumerate(riders))
+        return sql.SQL(
+            "SELECT {head} FROM ({info}) AS i{joins}"
+            " UNION ALL SELECT {nulls}t.* FROM ({tail}) AS t"
+        ).format(head=head, info=self.info.text, joins=joins, tail=self.tail.text,
+                 nulls=sql.SQL("NULL, " * others))
 
     @classmethod
     def build(cls, table: str, bucket_thresholds_ms: Sequence[int]) -> Statements:

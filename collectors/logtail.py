@@ -26,6 +26,11 @@ The hard cases:
   (counters reset, which Prometheus handles). The file node catches a TRUNCATE followed by new
   rows before our next poll, when ids kept growing (no RESTART IDENTITY).
 * **Outages.** The cursor and the gaps survive a lost connection; reading resumes where it stopped.
+
+One round trip (issue 16): a poll's first statement asks the table's state, the first batch of
+new rows and what each *rider* (another reader of the same database, :class:`Rider`) asks, in one
+snapshot; callers with the same deadline (one scrape's collectors) share one poll. A rider whose
+part fails is told so and the poll is asked again without it, so it fails on its own.
 """
 
 from __future__ import annotations
@@ -35,15 +40,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import structlog
+from psycopg import sql
 
 from collectors.gaps import GapSet, Plan
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber, RowReader
-from collectors.logsql import LogRecord, Statements
+from collectors.logsql import LogRecord, Polled, Rendered, Statements, TableInfo
 from collectors.warmup import StartupPass
 from collectors.windows import Row
 from exporter.collector import CollectorError, Deadline, Reason
@@ -66,6 +72,29 @@ class TailStats:
     unusable: Counter[str] = field(default_factory=Counter)
 
 
+class Rider(Protocol):
+    """A one-row read that travels in the tail's poll statement instead of a statement of its
+    own. It is asked while ``riding`` is true."""
+
+    columns: int  # how many columns its part returns
+
+    @property
+    def riding(self) -> bool: ...
+
+    def part(self, now_us: int | None) -> tuple[sql.Composable, dict[str, Any]]:
+        """A one-row SELECT, the same every time, and its parameters (named, not clashing
+        with the tail's); ``now_us`` is the tail's time before this poll."""
+        ...
+
+    def take(self, values: tuple[Any, ...], now_us: int, deadline: Deadline) -> None:
+        """Its columns, read in the poll for ``deadline`` at ``now_us`` (the windows' time)."""
+        ...
+
+    def missed(self) -> None:
+        """Its part failed (or the whole poll did): it reads alone until it says otherwise."""
+        ...
+
+
 @dataclass
 class LogTail:
     """Keeps every subscriber current with the log; one instance per table."""
@@ -83,6 +112,7 @@ class LogTail:
     subscribers: list[LogSubscriber] = field(default_factory=list)
     monotonic: Callable[[], float] = time.monotonic  # settles gaps; query timing is real time
     max_gap_ranges: int = MAX_GAP_RANGES
+    riders: list[Rider] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.sql = Statements.build(self.table, self.bucket_thresholds_ms)
@@ -96,6 +126,8 @@ class LogTail:
         self.lock = threading.RLock()  # guards the state; collectors read under it too
         self._generation = 0
         self._poll_error: CollectorError | None = None  # how the last refresh ended
+        self._polled_for: Deadline | None = None  # the deadline the last refresh ran for
+        self._polls: dict[tuple[int, ...], tuple[Any, Rendered]] = {}  # by the parts' ids
         self._at_gap_limit = False
         self._closed = False
         self._warmup: StartupPass | None = None
@@ -106,7 +138,8 @@ class LogTail:
     # --- public ----------------------------------------------------------------------------
 
     def refresh(self, deadline: Deadline) -> None:
-        """Bring everything up to date, or raise why not. Concurrent callers share one refresh."""
+        """Bring everything up to date, or raise why not. Concurrent callers share one refresh,
+        and so do callers with the same deadline (the collectors of one scrape)."""
         if self._closed:
             raise CollectorError(Reason.INTERNAL, f"reading {self.table}: closed")
         if not self.warm:
@@ -115,8 +148,9 @@ class LogTail:
                 raise self._warmup_status()
         generation = self._generation
         with self.lock:
-            if self._generation != generation:
-                # Another caller refreshed while we waited: share its outcome, failure included.
+            if self._generation != generation or self._polled_for == deadline:
+                # Another caller refreshed while we waited, or for this very scrape: share its
+                # outcome, failure included.
                 if self._poll_error is not None:
                     raise CollectorError(self._poll_error.reason, self._poll_error.message)
                 return
@@ -128,6 +162,7 @@ class LogTail:
                 raise
             finally:
                 self._generation += 1
+                self._polled_for = deadline
 
     def close(self) -> None:
         """Stop reading: a start-up pass in flight is cancelled, and none starts again."""
@@ -206,7 +241,9 @@ class LogTail:
 
     def _poll(self, deadline: Deadline) -> None:
         with self.db.connection(deadline) as conn:
-            info = self.sql.info.one(conn)
+            started = time.monotonic()
+            polled = self._first_read(conn, deadline)
+            info = polled.info
             if (info.max_id or 0) < self.cursor or info.filenode != self.filenode:
                 self.stats.rebaselines += 1
                 self.warm = False
@@ -215,48 +252,89 @@ class LogTail:
                     f"{self.table}: max(id) {info.max_id} is below the cursor {self.cursor} or "
                     "its storage changed; the table was truncated or restored, reading it again",
                 )
-            self._set_time(self._now(info.now_us))
-            started = [time.monotonic()]
-
-            def fetch(plan: Plan) -> list[LogRecord]:
-                started[0] = time.monotonic()
-                return self.sql.gaps.all(conn, {
-                    "lo": [p[0] for p in plan], "hi": [p[1] for p in plan],
-                    "limit": [p[2] for p in plan],
-                })
-
-            reread = self.gaps.reread(
-                fetch, self._consume, budget=self.batch_size,
-                ranges_per_query=GAP_RANGES_PER_QUERY,
-                # Time for another batch as long as the last one took (query and consuming it).
-                more=lambda: deadline.remaining() >= 2 * (time.monotonic() - started[0]),
-            )
-            self.gaps.note_horizons(self.monotonic(), info.xmax, GAP_SETTLE_SECONDS)
-            # Only ids looked at since ``xmin`` was read may go (a row committed into the others
-            # could still be unread), and only ids the sequence has handed out.
-            taken = info.last_value
-            below = reread.covered if taken is None else min(reread.covered, taken + 1)
-            self.stats.gaps_expired += self.gaps.expire(info.xmin, below=below)
-            if reread.at_limit:
-                raise self.gap_limit_reached()
-            if not reread.complete:
-                raise CollectorError(
-                    Reason.TIMEOUT,
-                    f"catching up on {self.table}: more rows committed into pending gaps than "
-                    "one scrape can read",
-                )
-            self._read_new(conn, deadline)
+            self._reread_gaps(conn, deadline, info)
+            # The first batch was read with info, before the gaps: it is handled after them, as
+            # if read then (gaps below the cursor and new rows above it do not meet).
+            self._read_new(conn, deadline, polled.rows, started)
         if self._at_gap_limit:
             self._at_gap_limit = False
             log.info("sync-log gap limit cleared", table=self.table, cursor=self.cursor,
                      gap_ranges=self.gaps.ranges)
 
-    def _read_new(self, conn: psycopg.Connection[Any], deadline: Deadline) -> None:
-        while True:
-            started = time.monotonic()
-            rows = self.sql.tail.all(conn, {"cursor": self.cursor, "limit": self.batch_size})
-            if not rows:
-                return
+    def _first_read(self, conn: psycopg.Connection[Any], deadline: Deadline) -> Polled:
+        """Info, the riders' rows and the first batch of new rows, in one statement; again
+        without the riders if one of them made it fail as a query (each then fails alone)."""
+        params: dict[str, Any] = {"cursor": self.cursor, "limit": self.batch_size}
+        riders = [r for r in self.riders if r.riding]
+        parts = []
+        for rider in riders:
+            part, rider_params = rider.part(self.now_us)
+            parts.append((part, rider.columns))
+            params.update(rider_params)
+        try:
+            rows = conn.execute(self._poll_statement(parts)(conn), params).fetchall()
+        except psycopg.Error as exc:
+            if not riders:
+                raise
+            for rider in riders:
+                rider.missed()
+            if classify(exc) is not Reason.QUERY:  # down or out of time: no second try
+                raise
+            riders, parts = [], []
+            rows = conn.execute(self._poll_statement(parts)(conn), params).fetchall()
+        polled = Polled.split(rows, [n for _, n in parts])
+        self._set_time(self._now(polled.info.now_us))
+        assert self.now_us is not None
+        for rider, values in zip(riders, polled.riders, strict=True):
+            rider.take(values, self.now_us, deadline)
+        return polled
+
+    def _poll_statement(self, parts: Sequence[tuple[sql.Composable, int]]) -> Rendered:
+        """The poll for these parts, composed and rendered once (a rider's part is the same
+        object every time; kept here, so its id is not reused while it is a key)."""
+        key = tuple(id(part) for part, _ in parts)
+        cached = self._polls.get(key)
+        if cached is None:
+            cached = self._polls[key] = (tuple(parts), Rendered(self.sql.poll(parts)))
+        return cached[1]
+
+    def _reread_gaps(self, conn: psycopg.Connection[Any], deadline: Deadline,
+                     info: TableInfo) -> None:
+        started = [time.monotonic()]
+
+        def fetch(plan: Plan) -> list[LogRecord]:
+            started[0] = time.monotonic()
+            return self.sql.gaps.all(conn, {
+                "lo": [p[0] for p in plan], "hi": [p[1] for p in plan],
+                "limit": [p[2] for p in plan],
+            })
+
+        reread = self.gaps.reread(
+            fetch, self._consume, budget=self.batch_size,
+            ranges_per_query=GAP_RANGES_PER_QUERY,
+            # Time for another batch as long as the last one took (query and consuming it).
+            more=lambda: deadline.remaining() >= 2 * (time.monotonic() - started[0]),
+        )
+        self.gaps.note_horizons(self.monotonic(), info.xmax, GAP_SETTLE_SECONDS)
+        # Only ids looked at since ``xmin`` was read may go (a row committed into the others
+        # could still be unread), and only ids the sequence has handed out.
+        taken = info.last_value
+        below = reread.covered if taken is None else min(reread.covered, taken + 1)
+        self.stats.gaps_expired += self.gaps.expire(info.xmin, below=below)
+        if reread.at_limit:
+            raise self.gap_limit_reached()
+        if not reread.complete:
+            raise CollectorError(
+                Reason.TIMEOUT,
+                f"catching up on {self.table}: more rows committed into pending gaps than "
+                "one scrape can read",
+            )
+
+    def _read_new(self, conn: psycopg.Connection[Any], deadline: Deadline,
+                  rows: list[LogRecord], started: float) -> None:
+        """Hand out ``rows`` (the first batch, read at ``started``) and read on while batches
+        come back full and time is left."""
+        while rows:
             accepted = self._note_gaps(rows)
             self._consume(rows[:accepted])
             if accepted < len(rows):
@@ -269,6 +347,8 @@ class LogTail:
                     Reason.TIMEOUT,
                     f"catching up on {self.table}: more new rows than one scrape can read",
                 )
+            started = time.monotonic()
+            rows = self.sql.tail.all(conn, {"cursor": self.cursor, "limit": self.batch_size})
 
     def _note_gaps(self, rows: Sequence[LogRecord]) -> int:
         """Track the ids skipped before each row; returns how many rows may be consumed (all,

@@ -38,19 +38,21 @@ OTHER_APPLICATION = "(other)"
 # stays visible tells it apart from server processes: a role (autovacuum, checkpointer... have
 # none) and a database (the logical replication launcher has none). A hidden parallel worker or
 # logical walsender of that role would count too; grant pg_read_all_stats for exact numbers.
-_ACTIVITY_SQL = """
-SELECT coalesce(state, 'unknown') AS state, application_name, count(*) AS n
-FROM pg_stat_activity
-WHERE (backend_type = 'client backend'
-       OR (backend_type IS NULL AND usesysid IS NOT NULL AND datid IS NOT NULL))
-  AND pid <> pg_backend_pid()
-GROUP BY 1, 2
-"""
-
-_SETTINGS_SQL = """
-SELECT current_setting('max_connections')::int,
-       current_setting('superuser_reserved_connections')::int,
-       coalesce(current_setting('reserved_connections', true)::int, 0)
+# One statement (issue 16): the budget's settings on every row, beside each group of client
+# backends (a row of settings alone when the exporter is the server's only client).
+_CONNECTIONS_SQL = """
+SELECT s.max_connections, s.superuser_reserved, s.reserved, a.state, a.application_name, a.n
+FROM (SELECT current_setting('max_connections')::int AS max_connections,
+             current_setting('superuser_reserved_connections')::int AS superuser_reserved,
+             coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved) AS s
+LEFT JOIN LATERAL (
+    SELECT coalesce(state, 'unknown') AS state, application_name, count(*) AS n
+    FROM pg_stat_activity
+    WHERE (backend_type = 'client backend'
+           OR (backend_type IS NULL AND usesysid IS NOT NULL AND datid IS NOT NULL))
+      AND pid <> pg_backend_pid()
+    GROUP BY 1, 2
+) AS a ON true
 """
 
 
@@ -68,17 +70,15 @@ class PostgresCollector:
         pool = self._pool_families()
         try:
             with self.db.connection(deadline) as conn:
-                rows = conn.execute(_ACTIVITY_SQL).fetchall()
-                settings = conn.execute(_SETTINGS_SQL).fetchone()
+                rows = conn.execute(_CONNECTIONS_SQL).fetchall()
         except CollectorError as exc:
             # A server that answered with an SQL error is up; anything else means unreachable.
             up = dependency_up("postgres", _UP_HELP, exc.reason is Reason.QUERY)
             raise CollectorError(exc.reason, exc.message, [up, *pool]) from None
-        assert settings is not None
         return [
             dependency_up("postgres", _UP_HELP, True),
-            *self._activity_families(rows),
-            self._usable(settings),
+            *self._activity_families([row[3:] for row in rows if row[5] is not None]),
+            self._usable(rows[0][:3]),
             *pool,
         ]
 

@@ -14,15 +14,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
-import psycopg
 from prometheus_client.core import Metric
 
 from collectors.labels import LabelSet
 from collectors.logrows import OPERATION_TYPES, STATUSES, Group, LogSubscriber
-from collectors.logsql import NOW_US
-from collectors.logtail import MAX_GAP_RANGES, LogTail
+from collectors.logtail import MAX_GAP_RANGES, LogTail, Rider
 from collectors.windows import SlidingWindows, WindowConsumer
 from exporter.collector import CollectorError, Deadline
 from exporter.config import SyncLogConfig
@@ -88,17 +85,24 @@ class SyncLogSource:
     def longest_window_us(self) -> int:
         return self.sliding.longest
 
-    def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
-        """Feed ``subscriber`` every group read and ``window_consumer`` the windows' rows."""
+    def attach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer,
+               rider: Rider | None = None) -> None:
+        """Feed ``subscriber`` every group read and ``window_consumer`` the windows' rows;
+        ``rider`` travels in every poll (see :class:`collectors.logtail.Rider`)."""
         with self.tail.lock:
             self.tail.subscribers.append(subscriber)
             self.sliding.consumers.append(window_consumer)
+            if rider is not None:
+                self.tail.riders.append(rider)
 
-    def detach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer) -> None:
+    def detach(self, subscriber: LogSubscriber, window_consumer: WindowConsumer,
+               rider: Rider | None = None) -> None:
         """Stop feeding them."""
         with self.tail.lock:
             self.tail.subscribers.remove(subscriber)
             self.sliding.consumers.remove(window_consumer)
+            if rider is not None:
+                self.tail.riders.remove(rider)
 
     def close(self) -> None:
         """Stop reading the table: a start-up pass in flight is cancelled. Its owner's job (the
@@ -106,26 +110,21 @@ class SyncLogSource:
         self.tail.close()
 
     def read(self, deadline: Deadline, families: Callable[[], list[Metric]], *,
-             others: Sequence[Metric] = ()) -> list[Metric]:
-        """``others`` and ``families()``, made while the rows read up to now hold still.
+             others: Callable[[], Sequence[Metric]] = tuple) -> list[Metric]:
+        """``others()`` and ``families()``, made once the rows are read up to now (``others``
+        after the poll, which may have read for them: see :class:`collectors.logtail.Rider`),
+        ``families()`` while those rows hold still.
 
         If the source cannot be brought up to date, the failure carries what can still be
-        served: ``others`` and, once the start-up pass is done, ``families()`` of the rows
+        served: ``others()`` and, once the start-up pass is done, ``families()`` of the rows
         read so far (counters stay continuous through an outage)."""
         try:
             self.tail.refresh(deadline)
         except CollectorError as exc:
+            extra = others()
             with self.tail.lock:
-                partial = [*others, *(families() if self.tail.warm else [])]
+                partial = [*extra, *(families() if self.tail.warm else [])]
             raise CollectorError(exc.reason, exc.message, partial) from None
+        extra = others()
         with self.tail.lock:
-            return [*others, *families()]
-
-    def now_us(self, conn: psycopg.Connection[Any]) -> int:
-        """Now in Unix microseconds on the windows' clock: the configured one, else
-        PostgreSQL's (asked on ``conn``)."""
-        if self.tail.clock_us is not None:
-            return self.tail.clock_us()
-        row = conn.execute("SELECT " + NOW_US).fetchone()
-        assert row is not None
-        return int(row[0])
+            return [*extra, *families()]

@@ -1,12 +1,17 @@
 """The exporter's one small PostgreSQL pool, with server-side limits on every checkout.
 
-Every connection carries ``application_name`` and gets ``statement_timeout`` (and
-``lock_timeout``) set to what is left of the scrape budget, so a slow query dies in PostgreSQL
-and not only in the client.
+Every connection carries ``application_name`` and has ``statement_timeout`` (and
+``lock_timeout``) in force that never exceeds what is left of the scrape budget, so a slow query
+dies in PostgreSQL and not only in the client. The value is remembered per pooled connection and
+sent again only when it would outlast the deadline or cut it needlessly short (below
+``DEADLINE_KEPT_ABOVE`` of what is left): a scrape after scrape with the same budget sends it
+once per connection, not once per query (issue 16: every ``set_config`` is a statement).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -20,6 +25,19 @@ from exporter.config import DatabaseConfig
 from exporter.errors import describe
 
 _CHECKOUT_WAIT_SECONDS = 1.0
+_CLIENT_MARGIN_MS = 50  # the client's share of the budget: reading the answer
+DEADLINE_KEPT_ABOVE = 0.9  # a value in force down to this share of what is left is kept
+DEADLINE_SENT_AT = 0.95  # a value sent is this share of what is left: scrape jitter keeps it
+
+
+def deadline_ms(remaining_s: float, in_force_ms: int | None) -> int | None:
+    """The server-side timeout to send for ``remaining_s`` seconds left, or None when
+    ``in_force_ms`` (the connection's current one) already fits: never beyond what is left,
+    and not needlessly short."""
+    left_ms = max(1, int(remaining_s * 1000) - _CLIENT_MARGIN_MS)
+    if in_force_ms is not None and DEADLINE_KEPT_ABOVE * left_ms <= in_force_ms <= left_ms:
+        return None
+    return max(1, int(left_ms * DEADLINE_SENT_AT))
 
 
 def classify(exc: BaseException) -> Reason:
@@ -68,6 +86,10 @@ class Database:
             name="customer-sync-exporter",
         )
         self._opened = False
+        # The statement_timeout (= lock_timeout) in force on each pooled connection, in ms.
+        self._in_force: weakref.WeakKeyDictionary[psycopg.Connection[Any], int] = (
+            weakref.WeakKeyDictionary())
+        self._in_force_lock = threading.Lock()
 
     def open(self) -> None:
         if not self._opened:
@@ -91,12 +113,7 @@ class Database:
         except PoolTimeout:
             raise self._diagnose(deadline) from None
         try:
-            ms = max(1, int(deadline.remaining() * 1000) - 50)
-            conn.execute(
-                "SELECT set_config('statement_timeout', %s, false),"
-                " set_config('lock_timeout', %s, false)",
-                (f"{ms}ms", f"{ms}ms"),
-            )
+            self._limit(conn, deadline)
             yield conn
         except CollectorError:
             conn_cm.__exit__(None, None, None)
@@ -109,6 +126,23 @@ class Database:
             raise
         else:
             conn_cm.__exit__(None, None, None)
+
+    def _limit(self, conn: psycopg.Connection[Any], deadline: Deadline) -> None:
+        """Put a timeout that fits ``deadline`` in force on ``conn``, if it has none yet."""
+        with self._in_force_lock:
+            in_force = self._in_force.get(conn)
+        ms = deadline_ms(deadline.remaining(), in_force)
+        if ms is None:
+            return
+        with self._in_force_lock:
+            self._in_force.pop(conn, None)  # unknown until the statement has succeeded
+        conn.execute(
+            "SELECT set_config('statement_timeout', %s, false),"
+            " set_config('lock_timeout', %s, false)",
+            (f"{ms}ms", f"{ms}ms"),
+        )
+        with self._in_force_lock:
+            self._in_force[conn] = ms
 
     def _diagnose(self, deadline: Deadline) -> CollectorError:
         """The pool gave no connection in time: find out why with one direct attempt."""

@@ -455,6 +455,25 @@ def test_tables_are_recounted_after_a_while_when_statistics_do_not_move(exporter
         db.close()
 
 
+def test_a_view_has_no_statistics_and_is_recounted_every_scrape(db_dsn: str, conn) -> None:
+    """A view (no storage, no activity counters of its own) configured as a table: nothing can
+    say it is unchanged, so every scrape counts it again and equals SQL at once."""
+    conn.execute("CREATE VIEW conflicts_view AS SELECT * FROM common_syncconflict")
+    db = Database(DatabaseConfig(dsn=db_dsn))  # type: ignore[arg-type]
+    collector = BusinessCollector(db, BusinessConfig(conflicts_table="conflicts_view"),
+                                  source=SyncLogSource(db, SyncLogConfig(), clock=Clock()))
+    try:
+        assert not any(pick(scrape(collector), "customer_sync_conflict_records").values())
+        conn.execute("SET track_counts = off")  # and the table's counters do not move either
+        customer = insert_users(conn, 1)[0]
+        resolver(conn, customer, "data_import", NOW - 5, notify_fails=False)
+        found = pick(scrape(collector), "customer_sync_conflict_records")
+        (n,) = conn.execute("SELECT count(*) FROM conflicts_view").fetchone()  # type: ignore[misc]
+        assert sum(found.values()) == n == 1
+    finally:
+        db.close()
+
+
 # --- values without a finite meaning (issue 12 §2) -----------------------------------------------
 
 

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from collectors.logsql import EPOCH, USABLE_UNTIL, Statements, from_epoch_us, usable_ts
+from collectors.logsql import EPOCH, USABLE_UNTIL, Polled, Statements, from_epoch_us, usable_ts
 
 pytestmark = pytest.mark.every_pg_major
 
@@ -57,6 +57,35 @@ def test_every_statement_returns_its_records_fields(conn: psycopg.Connection[Any
             record.bucket) == ("conflict_resolution", "x", 7, 0)
 
 
+def test_the_poll_is_info_the_riders_and_the_tail_in_one_statement(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """What one poll returns equals what info and tail return apart, and each rider's row."""
+    conn.execute(
+        f"INSERT INTO {TABLE} (onec_id, operation_type, status, error_message, details,"
+        " created_at, session, correlation_id, customer_id, duration_ms, updated_at, user_agent)"
+        " SELECT '', 'created', 'success', '', '{}', now(), '', gen_random_uuid(), NULL, g, now(),"
+        " ''"
+        " FROM generate_series(1, 30) g")
+    riders = [(sql.SQL("SELECT %(a)s::int AS a, 'x' AS b"), 2),
+              (sql.SQL("SELECT json_build_array(1, 2.5) AS c"), 1)]
+    params = {"cursor": 10, "limit": 15, "a": 7}
+    rows = conn.execute(STATEMENTS.poll(riders), params).fetchall()
+    polled = Polled.split(rows, [n for _, n in riders])
+    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")  # the same rows, apart
+    try:
+        info = STATEMENTS.info.one(conn)
+        tail = STATEMENTS.tail.all(conn, params)
+    finally:
+        conn.execute("COMMIT")
+    assert polled.info._replace(now_us=0, xmin=0, xmax=0) == info._replace(now_us=0, xmin=0,
+                                                                           xmax=0)
+    assert polled.rows == tail and [r.id for r in tail] == list(range(11, 26))
+    assert polled.riders == [(7, "x"), ([1, 2.5],)]
+    empty = Polled.split(conn.execute(STATEMENTS.poll(), {**params, "cursor": 30}).fetchall(), [])
+    assert empty.rows == [] and empty.riders == [] and empty.info.max_id == 30
+
+
 def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", []):
@@ -76,9 +105,10 @@ def test_new_rows_gaps_and_max_id_are_read_by_primary_key(
         "SELECT conindid::regclass::text FROM pg_constraint"
         " WHERE conrelid = %s::regclass AND contype = 'p'", (TABLE,)).fetchone() or (None,)
     with psycopg.connect(exporter_dsn) as exporter:
-        for name in ("tail", "gaps", "info"):
-            query = sql.SQL("EXPLAIN (FORMAT JSON) ") + getattr(STATEMENTS, name).text
-            ((plan,),) = exporter.execute(query, PARAMS[name]).fetchall()
+        for name in ("tail", "gaps", "info", "poll"):
+            text = STATEMENTS.poll() if name == "poll" else getattr(STATEMENTS, name).text
+            query = sql.SQL("EXPLAIN (FORMAT JSON) ") + text
+            ((plan,),) = exporter.execute(query, PARAMS.get(name, PARAMS["tail"])).fetchall()
             on_log = [n for n in plan_nodes(plan[0]["Plan"]) if n.get("Relation Name") == TABLE]
             assert on_log, (name, plan)
             for node in on_log:
