@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+import psutil
 import psycopg
 
 from exporter.demo.ports import free_port
@@ -150,12 +151,24 @@ class EmbeddedPostgres:
             self.kill()
 
     def kill(self) -> None:
-        """SIGKILL the whole server (postmaster and backends): a crash, not a shutdown."""
+        """SIGKILL the whole server (postmaster and backends): a crash, not a shutdown.
+
+        The backends are not in the postmaster's process group (each calls setsid), so they are
+        killed one by one and waited for: a backend that had not yet noticed its postmaster's
+        death could otherwise still answer a query after this returned."""
         if self.process is None:
             return
+        try:
+            backends = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            backends = []
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+        for backend in backends:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                backend.kill()
         self.process.wait(timeout=10)
+        psutil.wait_procs(backends, timeout=10)
         (self.data_dir / "pgdata" / "postmaster.pid").unlink(missing_ok=True)
 
     @property
