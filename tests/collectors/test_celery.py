@@ -387,7 +387,10 @@ def test_redis_down_is_connect_while_other_collectors_keep_serving(
         assert promtool_problems(families) == ""
         result = scraper.last_results()["celery"]
         assert result is not None and "redis://" not in result.message
-        assert "Connection refused" in result.message or "connecting" in result.message
+        # Whichever the stream met last: the reset of its connection as Redis died, or the
+        # refusal of a reconnect (a loaded machine may not have tried one in 0.5 s).
+        assert any(what in result.message for what in
+                   ("Connection refused", "connecting", "Connection reset by peer")), result.message
 
         broker.start()  # the same port: the stream reconnects with back-off (at most 10 s)
         wait_for(collector, lambda f: up(f, "r1@csx") == 1.0, "the stream to reconnect",
