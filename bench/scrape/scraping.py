@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.scrape.common import CONCURRENT_SCRAPERS, CONCURRENT_SECONDS
 from bench.scrape.measure import pct
+from exporter.demo.processes import stop_process
 
 # What Prometheus 2.x (Debian 12 ships 2.42) sends with every scrape: OpenMetrics preferred,
 # gzip accepted. Each exporter answers in what it supports (query-exporter never gzips).
@@ -150,9 +151,5 @@ def sample(text: str, name: str, **labels: str) -> float | None:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """SIGTERM, then SIGKILL after 30 s (the 10M floor's exporter may be mid-query)."""
+    stop_process(proc, timeout=30)

@@ -14,6 +14,7 @@ import docker
 import pytest
 from testcontainers.core.config import ConnectionMode, testcontainers_config
 
+from exporter.demo.processes import stop_process
 from tests.conftest import require_binary
 from tests.e2e.containers import remove_session_leftovers, setup_images
 
@@ -60,12 +61,7 @@ def podman_api() -> Iterator[docker.DockerClient]:
                     print(f"\nremoved what the tests left behind: {', '.join(left)}")
                 client.close()
         finally:
-            service.terminate()
-            try:
-                service.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                service.kill()
-                service.wait()
+            stop_process(service, timeout=20)
             for key, val in saved.items():
                 if val is None:
                     os.environ.pop(key, None)
