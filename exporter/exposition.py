@@ -11,9 +11,13 @@ list (tests/exporter/test_exposition.py checks that for generated families).
 
 A family that changed is encoded again sample by sample where that is exact: each sample is one
 line of its own (nothing in a line depends on the other samples), so only the samples that
-differ from the last encoding at the same place are handed to the encoder, in a family of their
-own, and their lines replace the old ones. A recent-operations family whose 5m window moved
-costs the few samples whose counts moved, not its hundreds of labelled zeros.
+differ from the last encoding at the same place are encoded again, and their lines replace the
+old ones. A recent-operations family whose 5m window moved costs the few samples whose counts
+moved, not its hundreds of labelled zeros. A sample whose name and labels are the ones last
+encoded there only changed its value: its line is the old line's start (name and escaped
+labels, which the encoder spends most of its time on) and the new value, printed by the
+library's own ``floatToGoString`` as its encoders print it. That start is kept only where the
+library's line was seen to be exactly start + value; any other sample goes to the encoder.
 
 "Unchanged" is decided exactly. Samples compare equal as tuples (names, label dicts, values,
 timestamps), and the values also as the bits of the float the encoder prints (``0.0 == -0.0``
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
 
 Encoder = Callable[[Any], bytes]
 
@@ -55,6 +60,9 @@ class _Encoded:
     body: bytes
     header: bytes
     lines: list[bytes] | None
+    # Per line, the line without its value (name, labels and the space), when it is exactly
+    # that start and ``_value_text`` of the sample's value; else None.
+    starts: list[bytes | None] | None
 
 
 def _bits(samples: Sequence[Any]) -> array[int] | None:
@@ -71,6 +79,17 @@ def _bits(samples: Sequence[Any]) -> array[int] | None:
     bits = array("Q")
     bits.frombytes(floats.tobytes())
     return bits
+
+
+def _value_text(sample: Any) -> bytes:
+    """A sample's value and the line's end, as the library's encoders print them."""
+    return floatToGoString(sample.value).encode() + b"\n"
+
+
+def _start(line: bytes, sample: Any) -> bytes | None:
+    """``line`` without the value it ends with, if it ends with exactly ``sample``'s."""
+    end = b" " + _value_text(sample)
+    return line[: len(line) - len(end) + 1] if line.endswith(end) else None
 
 
 class _Format:
@@ -121,31 +140,44 @@ class _Format:
         body = self.encode_one(self._family(meta, samples))
         header = self.encode_one(self._family(meta, ()))
         lines: list[bytes] | None = None
+        starts: list[bytes | None] | None = None
         if body.startswith(header):
             lines = [line + b"\n" for line in body[len(header):].split(b"\n")[:-1]]
-            if len(lines) != len(samples):
+            if len(lines) == len(samples):
+                starts = [_start(line, s) for line, s in zip(lines, samples, strict=True)]
+            else:
                 lines = None
-        return _Encoded(meta, samples, bits, body, header, lines)
+        return _Encoded(meta, samples, bits, body, header, lines, starts)
 
     def changed(self, old: _Encoded, samples: tuple[Any, ...],
                 bits: array[int]) -> _Encoded | None:
         """The family with only the samples that differ from ``old``'s at the same place
         encoded again (a sample's line depends on that sample alone); None if it cannot be."""
-        if old.lines is None or len(samples) != len(old.samples):
+        if old.lines is None or old.starts is None or len(samples) != len(old.samples):
             return None
         before, old_bits = old.samples, old.bits
-        changed = [i for i, s in enumerate(samples)
-                   if bits[i] != old_bits[i] or s != before[i]]
-        encoded = self.encode_one(self._family(old.meta, [samples[i] for i in changed]))
-        if not encoded.startswith(old.header):
-            return None
-        new_lines = encoded[len(old.header):].split(b"\n")[:-1]
-        if len(new_lines) != len(changed):
-            return None
-        lines = list(old.lines)
-        for i, line in zip(changed, new_lines, strict=True):
-            lines[i] = line + b"\n"
-        return _Encoded(old.meta, samples, bits, old.header + b"".join(lines), old.header, lines)
+        lines, starts = list(old.lines), list(old.starts)
+        others = []  # changed beyond their value, or whose start is not known: the encoder's
+        for i, s in enumerate(samples):
+            if bits[i] == old_bits[i] and s == before[i]:
+                continue
+            start = starts[i]
+            if start is not None and s.name == before[i].name and s.labels == before[i].labels:
+                lines[i] = start + _value_text(s)
+            else:
+                others.append(i)
+        if others:
+            encoded = self.encode_one(self._family(old.meta, [samples[i] for i in others]))
+            if not encoded.startswith(old.header):
+                return None
+            new_lines = encoded[len(old.header):].split(b"\n")[:-1]
+            if len(new_lines) != len(others):
+                return None
+            for i, line in zip(others, new_lines, strict=True):
+                lines[i] = line + b"\n"
+                starts[i] = _start(lines[i], samples[i])
+        return _Encoded(old.meta, samples, bits, old.header + b"".join(lines), old.header, lines,
+                        starts)
 
 
 class Exposition:

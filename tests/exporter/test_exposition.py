@@ -137,12 +137,12 @@ def test_an_unchanged_family_is_not_encoded_again() -> None:
     calls.clear()
     assert scrape(2.0) == first
     assert calls == []  # neither family encoded again
-    changed = scrape(-0.0)  # equal to 0.0, printed "-0.0": must be encoded
-    assert calls == [1]
+    # Equal to 0.0 but printed "-0.0": printed anew, as its value alone (the line's start is
+    # the one the encoder wrote), so without the encoder.
+    changed = scrape(-0.0)
     assert b"customer_sync_b -0.0\n" in changed
-    calls.clear()
     assert b"customer_sync_b 0.0\n" in scrape(0.0)
-    assert calls == [1]
+    assert calls == []
 
 
 def test_formats_are_cached_apart() -> None:
@@ -178,4 +178,33 @@ def test_a_changed_family_is_encoded_again_only_where_it_changed() -> None:
     values[7], values[42] = 1.0, -0.0
     body, expected = scrape(values)
     assert body == expected
-    assert seen == [2]  # the two samples that changed, in one family
+    assert seen == []  # only values changed: each line is its old start and the new value
+
+
+def test_a_sample_whose_labels_changed_goes_to_the_encoder_alone() -> None:
+    seen: list[int] = []
+
+    def counting(registry: Any) -> bytes:
+        fams = list(registry.collect())
+        seen.extend(len(f.samples) for f in fams)
+        return om.generate_latest(_Registry(fams))
+
+    exposition = Exposition()
+
+    def scrape(labels: list[str]) -> tuple[bytes, bytes]:
+        family = GaugeMetricFamily("customer_sync_a", "a", labels=["n"])
+        for i, label in enumerate(labels):
+            family.add_metric([label], float(i))
+        body = exposition.encode([family], counting, "application/openmetrics-text")
+        return body, om.generate_latest(_Registry([family]))
+
+    labels = [str(i) for i in range(50)]
+    scrape(labels)
+    seen.clear()
+    labels[3] = 'q"uote'
+    body, expected = scrape(labels)
+    assert body == expected
+    assert seen == [1]
+    seen.clear()
+    assert scrape(labels)[0] == expected  # its start is known now
+    assert seen == []
