@@ -83,7 +83,8 @@ def _bits(samples: Sequence[Any]) -> array[int] | None:
 
 def _value_text(sample: Any) -> bytes:
     """A sample's value and the line's end, as the library's encoders print them."""
-    return floatToGoString(sample.value).encode() + b"\n"
+    text: str = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
+    return text.encode() + b"\n"
 
 
 def _start(line: bytes, sample: Any) -> bytes | None:
