@@ -223,9 +223,9 @@ def make_http_server(
     return HTTPServer(socks, app, web=web, limits=limits, stats=stats)
 
 
-def serve_in_thread(server: HTTPServer, poll_interval: float = 0.5) -> threading.Thread:
-    """Serve in a daemon thread; ``shutdown()`` returns within ``poll_interval``."""
-    thread = threading.Thread(target=server.serve_forever, args=(poll_interval,), name="http",
+def serve_in_thread(server: HTTPServer) -> threading.Thread:
+    """Serve in a daemon thread (``shutdown()`` wakes and stops it)."""
+    thread = threading.Thread(target=server.serve_forever, name="http",
                               daemon=True)
     thread.start()
     return thread

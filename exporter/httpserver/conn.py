@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import selectors
 import socket
 import ssl
@@ -85,6 +86,9 @@ class ConnectionTable:
         self._evictable: OrderedDict[int, Conn] = OrderedDict()
         self._limit_logged_at = -LIMIT_LOG_INTERVAL
         self._limit_unlogged = 0
+        # No connection not running in the app has a deadline before this (monotonic; a sweep
+        # makes it exact again): when the selector loop must sweep next.
+        self.next_deadline = math.inf
 
     def __len__(self) -> int:
         return len(self._conns)
@@ -104,6 +108,8 @@ class ConnectionTable:
     def wait(self, conn: Conn, state: State, deadline: float) -> None:
         """``conn`` is now in ``state`` until ``deadline`` (monotonic)."""
         conn.state, conn.deadline = state, deadline
+        if state is not State.BUSY:
+            self.next_deadline = min(self.next_deadline, deadline)
         fd = conn.sock.fileno()
         if state in EVICTABLE:
             self._evictable[fd] = conn
@@ -149,10 +155,15 @@ class ConnectionTable:
             self.close(conn)
 
     def sweep(self, now: float) -> None:
-        """Close every connection whose deadline has passed."""
+        """Close every connection whose deadline has passed; note when the next one falls."""
+        self.next_deadline = math.inf
         for conn in self:
-            if conn.state is not State.BUSY and now >= conn.deadline:
+            if conn.state is State.BUSY:
+                continue
+            if now >= conn.deadline:
                 self.close(conn, EXPIRED[conn.state])
+            else:
+                self.next_deadline = min(self.next_deadline, conn.deadline)
 
     def make_room(self) -> bool:
         """Close the connection that has waited longest; False if all are running requests."""

@@ -4,6 +4,7 @@ states (:mod:`.conn`) as its socket becomes ready, and hands complete requests t
 from __future__ import annotations
 
 import contextlib
+import math
 import selectors
 import socket
 import ssl
@@ -30,7 +31,6 @@ RECV_BYTES = 16 * 1024
 LINGER_SECONDS = 1.0  # after an error answer: read and discard until the client closes
 ACCEPT_LOG_INTERVAL = 60.0
 ACCEPT_PAUSE_SECONDS = 0.1
-SWEEP_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -78,27 +78,35 @@ class HTTPServer:
     def tls_enabled(self) -> bool:
         return self.web is not None and self.web.tls_enabled
 
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
+    def serve_forever(self) -> None:
+        """Until :meth:`shutdown`. The loop sleeps until a socket is ready, an answer is handed
+        over or the next connection deadline falls due, and not a moment more often: an idle
+        exporter wakes only for its clients' timeouts."""
         self._stopped.clear()
         try:
             self._listen(True)
             self._selector.register(self._wake_r, selectors.EVENT_READ, self._wake_r)
-            next_sweep = 0.0
             while not self._stop.is_set():
-                for key, mask in self._selector.select(timeout=min(poll_interval, SWEEP_SECONDS)):
+                for key, mask in self._selector.select(timeout=self._sleep()):
                     self._dispatch(key.data, mask)
                 self._deliver_answers()
                 now = time.monotonic()
                 self._resume_accepting(now)
-                if now >= next_sweep:
+                if now >= self._conns.next_deadline:
                     self._conns.sweep(now)
-                    next_sweep = now + SWEEP_SECONDS
         finally:
             self._conns.close_all()
             self._listen(False)
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(self._wake_r)
             self._stopped.set()
+
+    def _sleep(self) -> float | None:
+        """How long the selector may wait: until the next deadline (None: no deadline)."""
+        due = self._conns.next_deadline
+        if self._accept_paused_until:
+            due = min(due, self._accept_paused_until)
+        return None if due == math.inf else max(0.0, due - time.monotonic())
 
     def shutdown(self) -> None:
         """Stop ``serve_forever`` and wait until it has returned."""

@@ -87,7 +87,7 @@ def serve() -> Iterator[object]:
               timeout: float = 5.0, **app: Any) -> str:
         scraper = Scraper(collectors, timeout, process_collector=False)  # type: ignore[arg-type]
         server = make_http_server("127.0.0.1:0", ExporterApp(scraper, required, **app))
-        serve_in_thread(server, poll_interval=0.02)
+        serve_in_thread(server)
         servers.append((server, scraper))
         return f"http://127.0.0.1:{server.server_address[1]}"
 

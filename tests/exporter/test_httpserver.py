@@ -76,7 +76,7 @@ def start() -> Iterator[Callable[..., Running]]:
             app = ExporterApp(Live(Pipeline(scraper), extra=stats.families))
         server = make_http_server("127.0.0.1:0", app, web_config_file=web_config_file,
                                   limits=Limits(**limits), stats=stats)
-        serve_in_thread(server, poll_interval=0.05)
+        serve_in_thread(server)
         running.append(Running(server, stats, scraper))
         return running[-1]
 
@@ -194,7 +194,7 @@ def test_one_server_answers_on_each_of_several_listeners() -> None:
 
     stats = ConnectionStats()
     server = make_http_server(["127.0.0.1:0", "127.0.0.1:0"], where, stats=stats)
-    serve_in_thread(server, poll_interval=0.05)
+    serve_in_thread(server)
     try:
         ports = [int(a[1]) for a in server.server_addresses]
         assert len(set(ports)) == 2 and server.server_address[1] == ports[0]
@@ -495,7 +495,7 @@ def app(environ, start_response):
 
 server = make_http_server("127.0.0.1:0", app, limits=Limits(max_connections=500))
 print(server.server_address[1], flush=True)
-threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+threading.Thread(target=server.serve_forever, daemon=True).start()
 sys.stdin.read()
 """
 

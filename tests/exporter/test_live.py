@@ -102,7 +102,7 @@ def test_a_request_inside_the_old_pipeline_finishes_with_it_after_a_reload() -> 
     old, new = pipeline(held), pipeline(fresh)
     live = Live(old)
     server = make_http_server("127.0.0.1:0", ExporterApp(live))
-    serve_in_thread(server, poll_interval=0.05)
+    serve_in_thread(server)
     url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
     answers: list[requests.Response] = []
     try:

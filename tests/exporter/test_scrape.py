@@ -150,7 +150,7 @@ def serve() -> Iterator[Callable[..., Served]]:
         scraper = Scraper(collectors, scrape_timeout)
         door = Door(ExporterApp(scraper))
         server = make_http_server("127.0.0.1:0", door)
-        serve_in_thread(server, poll_interval=0.05)
+        serve_in_thread(server)
         started.append((server, scraper, collectors))
         return Served(scraper, f"http://127.0.0.1:{server.server_address[1]}", door)
 

@@ -34,7 +34,7 @@ def start(tmp_path: Path) -> Iterator[Any]:
         except BaseException:
             scraper.close()
             raise
-        serve_in_thread(server, poll_interval=0.02)
+        serve_in_thread(server)
         running.append(Server(server, scraper, path))
         return running[-1]
 

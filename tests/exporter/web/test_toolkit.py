@@ -206,7 +206,7 @@ def serve(pki: PKI) -> Iterator[Callable[[str | None], Any]]:
             scraper.close()
             raise
         started.append((server, scraper))
-        serve_in_thread(server, poll_interval=0.02)
+        serve_in_thread(server)
         return server
 
     yield _serve
