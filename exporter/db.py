@@ -6,10 +6,16 @@ dies in PostgreSQL and not only in the client. The value is remembered per poole
 sent again only when it would outlast the deadline or cut it needlessly short (below
 ``DEADLINE_KEPT_ABOVE`` of what is left): a scrape after scrape with the same budget sends it
 once per connection, not once per query (issue 16: every ``set_config`` is a statement).
+
+A connection lent by the pool is checked with a round trip only when its socket has something
+to read (:func:`check_if_stirred`): an idle connection gets nothing unasked but the server's
+goodbye (a restart, ``pg_terminate_backend``, a killed backend's closed socket), so a quiet one
+costs no statement and a dead one is still replaced before a collector gets it.
 """
 
 from __future__ import annotations
 
+import select
 import threading
 import weakref
 from collections.abc import Iterator
@@ -63,6 +69,15 @@ def classify(exc: BaseException) -> Reason:
     return Reason.INTERNAL
 
 
+def check_if_stirred(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check of a connection it lends: psycopg_pool's own (a round trip) when the
+    server has written to the idle connection or closed it, else nothing. Raises if it is bad."""
+    poll = select.poll()
+    poll.register(conn.fileno(), select.POLLIN | select.POLLERR | select.POLLHUP)
+    if poll.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
 class Database:
     """A lazily opened pool; the exporter starts and serves even while PostgreSQL is down."""
 
@@ -81,7 +96,7 @@ class Database:
             max_size=config.pool_max_size,
             kwargs=self._kwargs,
             open=False,
-            check=ConnectionPool.check_connection,
+            check=check_if_stirred,
             reconnect_timeout=0,  # keep retrying in the background forever
             name="customer-sync-exporter",
         )

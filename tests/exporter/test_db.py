@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
+import psycopg
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from psycopg_pool import ConnectionPool
 from pydantic import SecretStr
 
 from exporter.collector import Deadline
@@ -64,3 +67,45 @@ def test_each_checkout_has_a_timeout_within_its_deadline(db: Database) -> None:
     assert short[0] == short[1] <= 1_950
     longer = in_force_ms(db, Deadline.after(30.0))  # needlessly short for this one: sent again
     assert DEADLINE_KEPT_ABOVE * 29_950 <= longer[0] <= 29_950
+
+
+@pytest.fixture
+def round_trip_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts psycopg_pool's own check (one round trip each) as the pool runs it."""
+    checks: list[int] = []
+    own = ConnectionPool.check_connection
+
+    def counted(conn: psycopg.Connection[Any]) -> None:
+        checks.append(1)
+        own(conn)
+
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(counted))
+    return checks
+
+
+def backend_pid(db: Database) -> int:
+    with db.connection(Deadline.after(10.0)) as conn:
+        row = conn.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_quiet_connection_is_lent_without_a_round_trip(db: Database,
+                                                         round_trip_checks: list[int]) -> None:
+    first = backend_pid(db)
+    for _ in range(5):
+        assert backend_pid(db) == first  # the same pooled connection, every time
+    assert round_trip_checks == []
+
+
+def test_a_connection_the_server_ended_is_replaced_before_it_is_lent(
+        db: Database, db_dsn: str, round_trip_checks: list[int]) -> None:
+    first = backend_pid(db)
+    with psycopg.connect(db_dsn, autocommit=True) as admin:
+        # Returns once the backend has exited (PostgreSQL 14+): its goodbye (FATAL, then the
+        # close) has made the idle pooled connection's socket readable.
+        admin.execute("SELECT pg_terminate_backend(%s, 10000)", (first,))
+    second = backend_pid(db)  # no error: the check ran, failed, and the pool opened another
+    assert second != first
+    assert round_trip_checks == [1]
+
