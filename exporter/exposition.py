@@ -19,14 +19,17 @@ labels, which the encoder spends most of its time on) and the new value, printed
 library's own ``floatToGoString`` as its encoders print it. That start is kept only where the
 library's line was seen to be exactly start + value; any other sample goes to the encoder.
 
-"Unchanged" is decided exactly. Samples compare equal as tuples (names, label dicts, values,
-timestamps), and the values also as the bits of the float the encoder prints (``0.0 == -0.0``
-but prints differently). A family with a timestamp, an exemplar or a native histogram (whose
-equality is looser than their printing) is always encoded afresh; we emit none.
+"Unchanged" is decided exactly. A family whose samples are the very objects last encoded
+(collectors hand unchanged families again) is unchanged. Otherwise samples compare equal as
+tuples (names, label dicts, values, timestamps), and the values also as the bits of the float
+the encoder prints (``0.0 == -0.0`` but prints differently). A family with a timestamp, an
+exemplar or a native histogram (whose equality is looser than their printing) is always encoded
+afresh; we emit none.
 """
 
 from __future__ import annotations
 
+import operator
 import threading
 from array import array
 from collections.abc import Callable, Sequence
@@ -81,6 +84,12 @@ def _bits(samples: Sequence[Any]) -> array[int] | None:
     return bits
 
 
+def _same_objects(samples: tuple[Any, ...], before: tuple[Any, ...]) -> bool:
+    """Every sample the very object it was (so its value prints as it did): a collector that
+    hands its unchanged families again costs a pointer comparison a sample, not their bits."""
+    return len(samples) == len(before) and all(map(operator.is_, samples, before))
+
+
 def _value_text(sample: Any) -> bytes:
     """A sample's value and the line's end, as the library's encoders print them."""
     text: str = floatToGoString(sample.value)  # type: ignore[no-untyped-call]
@@ -111,8 +120,12 @@ class _Format:
         for family in families:
             meta = (family.name, family.type, family.documentation, family.unit)
             samples = tuple(family.samples)  # a collector may reuse its list
-            bits = _bits(samples)
             old = last.get(family.name)
+            if old is not None and old.meta == meta and _same_objects(samples, old.samples):
+                now[family.name] = old  # the very samples last encoded (a family handed again)
+                parts.append(old.body)
+                continue
+            bits = _bits(samples)
             if bits is None:
                 parts.append(self.encode_one(family))
                 continue

@@ -84,10 +84,21 @@ def family(draw: st.DrawFn, template: Template) -> Metric:
 
 @st.composite
 def scrapes(draw: st.DrawFn) -> list[list[Metric]]:
-    """Several scrapes of the same templates, a family now and then left out."""
+    """Several scrapes of the same templates, a family now and then left out, and now and then
+    handed again as the very object of the scrape before (as collectors hand unchanged ones)."""
     shapes = draw(st.lists(templates(), min_size=1, max_size=6))
-    return [[family(draw, t) for t in shapes if draw(st.integers(0, 7))]
-            for _ in range(draw(st.integers(2, 6)))]
+    bodies: list[list[Metric]] = []
+    last: dict[int, Metric] = {}
+    for _ in range(draw(st.integers(2, 6))):
+        body = []
+        for i, t in enumerate(shapes):
+            if not draw(st.integers(0, 7)):
+                continue
+            if i not in last or draw(st.integers(0, 2)):
+                last[i] = family(draw, t)
+            body.append(last[i])
+        bodies.append(body)
+    return bodies
 
 
 def encodable(encoder: Callable[[Any], bytes], fams: list[Metric]) -> bool:
