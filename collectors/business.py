@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collectors.built import Built
 from collectors.business_tables import TableReads
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber
@@ -147,6 +148,7 @@ class BusinessCollector:
         self.tables = TableReads(config, longest_window_us=source.longest_window_us,
                                  max_age=RECOUNT_MAX_AGE, monotonic=monotonic)
         source.attach(self.counters, self.customers, self.tables)
+        self._conflicts_built, self._users_built, self._imports_built = Built(), Built(), Built()
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         """The tables ride the log's poll. After a ride failed they are read alone, first, so a
@@ -169,11 +171,14 @@ class BusinessCollector:
         if t.served_for != deadline:
             t.read_alone(self.db, deadline, self.source.tail.clock_us)
         with t.lock:
+            created = self._created_counts(t.now_us)
             return [
-                *self._conflict_records(t.conflict_rows),
-                *self._users(t.now_us),
+                *self._conflicts_built.get(
+                    t.conflict_rows, lambda: self._conflict_records(t.conflict_rows)),
+                *self._users_built.get((t.user_rows, created),
+                                       lambda: self._users(t.user_rows, created)),
                 self._export_queue_age(t.now_us),
-                *self._imports(t.import_rows),
+                *self._imports_built.get(t.import_rows, lambda: self._imports(t.import_rows)),
             ]
 
     def _from_log(self) -> list[Metric]:
@@ -238,7 +243,18 @@ class BusinessCollector:
             family.add_metric(list(key), n)
         return [family]
 
-    def _users(self, now_us: int) -> list[Metric]:
+    def _created_counts(self, now_us: int) -> tuple[int, ...]:
+        """Users created in each window by origin, in (origin, window) order."""
+        counts = []
+        for origin in ORIGINS:
+            times = self.tables.created_us[origin == "1c_import"]
+            for window in self.source.windows:
+                since = now_us - int(window.seconds * 1_000_000)
+                counts.append(bisect_right(times, now_us) - bisect_right(times, since))
+        return tuple(counts)
+
+    def _users(self, user_rows: Sequence[Sequence[Any]],
+               created_counts: Sequence[int]) -> list[Metric]:
         customers = GaugeMetricFamily(
             "customer_sync_customers",
             "Users by origin (1c_import when created_in_1c, else portal registration) and role. "
@@ -259,19 +275,15 @@ class BusinessCollector:
         )
         by_role: dict[tuple[str, str], int] = defaultdict(int)
         waiting = 0
-        for in_1c, role, n, export in self.tables.user_rows:
+        for in_1c, role, n, export in user_rows:
             origin = "1c_import" if in_1c else "portal"
             by_role[(origin, self.roles.canonical(role))] += n
             waiting += export
         for key, n in zero_filled(by_role, ORIGINS, ROLES):
             customers.add_metric(list(key), n)
-        for origin in ORIGINS:
-            times = self.tables.created_us[origin == "1c_import"]
-            for window in self.source.windows:
-                since = now_us - int(window.seconds * 1_000_000)
-                created.add_metric(
-                    [origin, window.label], bisect_right(times, now_us) - bisect_right(times, since)
-                )
+        labels = [(o, w.label) for o in ORIGINS for w in self.source.windows]
+        for (origin, window), n in zip(labels, created_counts, strict=True):
+            created.add_metric([origin, window], n)
         queue.add_metric([], waiting)
         return [customers, created, queue]
 

@@ -568,3 +568,23 @@ def assert_poison_exact(conn: psycopg.Connection[Any], found: Samples, now: floa
         (("import_type", "customers"), ("status", "completed")): pytest.approx(newest)}
     assert found[("customer_sync_import_sessions",
                   (("import_type", "customers"), ("status", "completed")))] == 3
+
+
+def test_a_quiet_scrape_hands_the_tables_families_again(conn, business) -> None:
+    """Unchanged table reads build nothing (the exposition then reuses their encoding); a
+    changed one is built again, and equals SQL."""
+    collector, _clock = business
+    import_session(conn, "completed", time.time())
+    scrape(collector)
+    first = {f.name: f for f in collector.collect(Deadline.after(10))}
+    second = {f.name: f for f in collector.collect(Deadline.after(10))}
+    for name in ("customer_sync_customers", "customer_sync_conflict_records",
+                 "customer_sync_import_sessions"):
+        assert second[name] is first[name]
+    import_session(conn, "failed", None)
+    third = {f.name: f for f in collector.collect(Deadline.after(10))}
+    assert third["customer_sync_import_sessions"] is not first["customer_sync_import_sessions"]
+    served = {tuple(sorted(s.labels.items())): s.value
+              for s in third["customer_sync_import_sessions"].samples if s.value}
+    truth = q(conn, "SELECT import_type, status, count(*) FROM import_sessions GROUP BY 1, 2")
+    assert served == {(("import_type", t), ("status", st)): n for (t, st), n in truth.items()}
