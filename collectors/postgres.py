@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from collectors.built import Built
 from exporter.collector import CollectorError, Deadline, Reason, dependency_up
 from exporter.config import PostgresConfig
 from exporter.db import Database
@@ -64,10 +65,12 @@ class PostgresCollector:
     def __init__(self, db: Database, config: PostgresConfig) -> None:
         self.db = db
         self.config = config
+        self._pool_built, self._rows_built = Built(), Built()
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         # Read before we take a connection ourselves, so "in use" shows the other collectors.
-        pool = self._pool_families()
+        stats = self.db.pool.get_stats()
+        pool = self._pool_built.get(stats, lambda: self._pool_families(stats))
         try:
             with self.db.connection(deadline) as conn:
                 rows = conn.execute(_CONNECTIONS_SQL).fetchall()
@@ -77,8 +80,10 @@ class PostgresCollector:
             raise CollectorError(exc.reason, exc.message, [up, *pool]) from None
         return [
             dependency_up("postgres", _UP_HELP, True),
-            *self._activity_families([row[3:] for row in rows if row[5] is not None]),
-            self._usable(rows[0][:3]),
+            *self._rows_built.get(rows, lambda: [
+                *self._activity_families([row[3:] for row in rows if row[5] is not None]),
+                self._usable(rows[0][:3]),
+            ]),
             *pool,
         ]
 
@@ -119,8 +124,8 @@ class PostgresCollector:
             value=max_conn - superuser_reserved - reserved,
         )
 
-    def _pool_families(self) -> list[Metric]:
-        stats = self.db.pool.get_stats()
+    @staticmethod
+    def _pool_families(stats: dict[str, int]) -> list[Metric]:
         size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
         conns = GaugeMetricFamily(
             "customer_sync_exporter_db_pool_connections",
