@@ -23,12 +23,12 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from collectors.built import Built
 from collectors.business_tables import TableReads
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber
 from collectors.synclog_source import SyncLogSource
 from collectors.windows import Row, WindowConsumer, unpack
+from exporter.built import Built
 from exporter.collector import Deadline
 from exporter.config import BusinessConfig
 from exporter.db import Database

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from collectors.built import Built
+from exporter.built import Built
 from exporter.collector import CollectorError, Deadline, Reason, dependency_up
 from exporter.config import PostgresConfig
 from exporter.db import Database

@@ -13,7 +13,7 @@ import gzip
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 
 from exporter import __version__
+from exporter.built import Built
 from exporter.collector import Collector, CollectorError, Deadline, Reason
 from exporter.exposition import Exposition
 from exporter.memory import MallocTrimmer
@@ -105,6 +106,25 @@ class ScrapeOutput:
         return body
 
 
+def _outcome_families(outcomes: Sequence[tuple[str, Reason | None]]) -> list[Metric]:
+    """Each collector's success and failure reason (the same scrape after scrape, mostly)."""
+    success = GaugeMetricFamily(
+        "customer_sync_exporter_collector_success",
+        "1 if the collector's last run in this scrape succeeded, else 0.",
+        labels=["collector"],
+    )
+    failure = GaugeMetricFamily(
+        "customer_sync_exporter_collector_failure",
+        "1 for the reason of the collector's current failure, 0 for every other reason.",
+        labels=["collector", "reason"],
+    )
+    for name, failed in outcomes:
+        success.add_metric([name], 0.0 if failed else 1.0)
+        for reason, value in _REASONS:
+            failure.add_metric([name, value], float(failed is reason))
+    return [success, failure]
+
+
 class Scraper:
     """Runs the collectors for a scrape and turns their results into one list of families."""
 
@@ -124,6 +144,12 @@ class Scraper:
         self._process = ProcessCollector(registry=None) if process_collector else None
         self._trimmer = trimmer
         self.exposition = Exposition()
+        self._outcomes_built = Built()
+        self._build_info = InfoMetricFamily(
+            "customer_sync_exporter_build",
+            "Version of the exporter and of the Python running it.",
+            value={"version": __version__, "python_version": platform.python_version()},
+        )
         self._shared: Future[ScrapeOutput] | None = None
         self._shared_lock = threading.Lock()
 
@@ -240,12 +266,7 @@ class Scraper:
                 runner.last_success = result.finished_at
         return result
 
-    def _self_metrics(self, results: Iterable[CollectorResult]) -> list[Metric]:
-        success = GaugeMetricFamily(
-            "customer_sync_exporter_collector_success",
-            "1 if the collector's last run in this scrape succeeded, else 0.",
-            labels=["collector"],
-        )
+    def _self_metrics(self, results: Sequence[CollectorResult]) -> list[Metric]:
         duration = GaugeMetricFamily(
             "customer_sync_exporter_collector_duration_seconds",
             "How long the collector took in this scrape (up to the deadline if it timed out).",
@@ -256,23 +277,12 @@ class Scraper:
             "Unix time of the collector's last successful run (0 if never).",
             labels=["collector"],
         )
-        failure = GaugeMetricFamily(
-            "customer_sync_exporter_collector_failure",
-            "1 for the reason of the collector's current failure, 0 for every other reason.",
-            labels=["collector", "reason"],
-        )
         for result in results:
-            success.add_metric([result.name], 1.0 if result.ok else 0.0)
             duration.add_metric([result.name], result.duration)
             last_success.add_metric([result.name], self._runners[result.name].last_success or 0.0)
-            for reason, value in _REASONS:
-                failure.add_metric([result.name, value], float(result.reason is reason))
-        build = InfoMetricFamily(
-            "customer_sync_exporter_build",
-            "Version of the exporter and of the Python running it.",
-            value={"version": __version__, "python_version": platform.python_version()},
-        )
-        return [success, duration, last_success, failure, build]
+        outcomes = tuple((r.name, r.reason) for r in results)
+        success, failure = self._outcomes_built.get(outcomes, lambda: _outcome_families(outcomes))
+        return [success, duration, last_success, failure, self._build_info]
 
     def close(self, grace: float = 0.0) -> None:
         """Start no more runs and close the collectors. A run still under way (each is bounded

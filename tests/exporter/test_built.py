@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from collectors.built import Built
+from exporter.built import Built
 
 
 @given(st.lists(st.one_of(st.none(), st.integers(-2, 2), st.tuples(st.integers(0, 1))),
