@@ -39,7 +39,12 @@ from typing import Any
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
+from exporter.deflate import SegmentedGzip
+
 Encoder = Callable[[Any], bytes]
+# Level 1: an 80 kB body gzips in 0.2 ms to 9.7 kB, against 0.44 ms and 8.6 kB at level 5; the
+# CPU is the scarce side for a scrape every few seconds, not the 1 kB.
+GZIP_LEVEL = 1
 
 
 class _Families:
@@ -105,29 +110,32 @@ def _start(line: bytes, sample: Any) -> bytes | None:
 class _Format:
     """The cache of one format (one encoder)."""
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, gzip_level: int) -> None:
         self.encoder = encoder
         self.trailer = encoder(_Families([]))  # b"# EOF\n" for OpenMetrics, b"" for text
         self.last: dict[str, _Encoded] = {}
+        self.gzip = SegmentedGzip(gzip_level)
 
     def encode_one(self, family: Metric) -> bytes:
         body = self.encoder(_Families([family]))
         return body[: len(body) - len(self.trailer)]
 
-    def encode(self, families: Sequence[Metric]) -> bytes:
+    def parts(self, families: Sequence[Metric]) -> list[tuple[str | None, bytes]]:
+        """The body as its parts in order: each family's encoding (keyed by its name where it
+        is kept for the next call, else None) and the trailer."""
         last, now = self.last, {}
-        parts = []
+        parts: list[tuple[str | None, bytes]] = []
         for family in families:
             meta = (family.name, family.type, family.documentation, family.unit)
             samples = tuple(family.samples)  # a collector may reuse its list
             old = last.get(family.name)
             if old is not None and old.meta == meta and _same_objects(samples, old.samples):
                 now[family.name] = old  # the very samples last encoded (a family handed again)
-                parts.append(old.body)
+                parts.append((family.name, old.body))
                 continue
             bits = _bits(samples)
             if bits is None:
-                parts.append(self.encode_one(family))
+                parts.append((None, self.encode_one(family)))
                 continue
             if old is None or old.meta != meta:
                 entry = self.full(meta, samples, bits)
@@ -136,10 +144,10 @@ class _Format:
             else:
                 entry = self.changed(old, samples, bits) or self.full(meta, samples, bits)
             now[family.name] = entry
-            parts.append(entry.body)
+            parts.append((family.name, entry.body))
         self.last = now
-        parts.append(self.trailer)
-        return b"".join(parts)
+        parts.append((None, self.trailer))
+        return parts
 
     def _family(self, meta: tuple[str, str, str, str], samples: Sequence[Any]) -> Metric:
         family = Metric(meta[0], meta[2], meta[1], meta[3])
@@ -197,18 +205,24 @@ class _Format:
 class Exposition:
     """Encodes lists of families, each format remembering its families from the last call."""
 
-    def __init__(self) -> None:
+    def __init__(self, gzip_level: int = GZIP_LEVEL) -> None:
+        self.gzip_level = gzip_level
         self._formats: dict[tuple[str, object], _Format] = {}
         self._lock = threading.Lock()
 
-    def encode(self, families: Sequence[Metric], encoder: Encoder, content_type: str) -> bytes:
-        """What ``encoder`` writes for ``families``; ``content_type`` names its format."""
+    def encode(self, families: Sequence[Metric], encoder: Encoder, content_type: str,
+               gzipped: bool = False) -> bytes:
+        """What ``encoder`` writes for ``families`` (gzipped if asked: :mod:`exporter.deflate`
+        compresses only the families that changed); ``content_type`` names its format."""
         key = (content_type, _identity(encoder))
         with self._lock:
             fmt = self._formats.get(key)
             if fmt is None:
-                fmt = self._formats[key] = _Format(encoder)
-            return fmt.encode(families)
+                fmt = self._formats[key] = _Format(encoder, self.gzip_level)
+            parts = fmt.parts(families)
+            if gzipped:
+                return fmt.gzip.compress(parts)
+            return b"".join(data for _, data in parts)
 
 
 def _identity(encoder: Encoder) -> object:

@@ -8,6 +8,7 @@ body must be what the library writes for the whole list in one call.
 
 from __future__ import annotations
 
+import gzip
 import math
 from collections.abc import Callable
 from functools import partial
@@ -126,7 +127,9 @@ def test_every_body_is_what_the_library_writes(bodies: list[list[Metric]], which
     for fams in bodies:
         if not encodable(encoder, fams):
             continue
-        assert exposition.encode(fams, encoder, content_type) == encoder(_Registry(fams))
+        expected = encoder(_Registry(fams))
+        assert exposition.encode(fams, encoder, content_type) == expected
+        assert gzip.decompress(exposition.encode(fams, encoder, content_type, True)) == expected
 
 
 def test_an_unchanged_family_is_not_encoded_again() -> None:
