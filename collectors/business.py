@@ -27,7 +27,7 @@ from collectors.business_tables import TableReads
 from collectors.labels import LabelSet
 from collectors.logrows import Group, LogSubscriber
 from collectors.synclog_source import SyncLogSource
-from collectors.windows import Row, WindowConsumer, unpack
+from collectors.windows import STATUS_MASK, Row, WindowConsumer
 from exporter.built import Built
 from exporter.collector import Deadline
 from exporter.config import BusinessConfig
@@ -110,19 +110,27 @@ class DistinctCustomers(WindowConsumer):
         for customers in self.customers:
             customers.clear()
 
-    def enter(self, window: int, rows: Sequence[Row]) -> None:
-        self.customers[window].update(
-            customer for _, code, _, customer in rows
-            if customer >= 0 and unpack(code)[1] == self.success
-        )
+    def enter(self, windows: Sequence[int], rows: Sequence[Row]) -> None:
+        synced = self._synced(rows)
+        for window in windows:
+            self.customers[window].update(synced)
 
-    def leave(self, window: int, rows: Sequence[Row]) -> None:
-        success, customers = self.success, self.customers[window]
-        for _, code, _, customer in rows:
-            if customer >= 0 and unpack(code)[1] == success:
-                customers[customer] -= 1
-                if not customers[customer]:
+    def leave(self, windows: Sequence[int], rows: Sequence[Row]) -> None:
+        leaving = Counter(self._synced(rows))
+        for window in windows:
+            customers = self.customers[window]
+            for customer, n in leaving.items():
+                left = customers[customer] - n
+                if left:
+                    customers[customer] = left
+                else:
                     del customers[customer]
+
+    def _synced(self, rows: Sequence[Row]) -> list[int]:
+        """The customer of each success row of ``rows`` that has one."""
+        success = self.success
+        return [customer for _, code, _, customer in rows
+                if customer >= 0 and code & STATUS_MASK == success]
 
 
 class BusinessCollector:

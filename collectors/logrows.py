@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
 from collectors.labels import OTHER, LabelSet, label_value_ok
@@ -34,8 +35,14 @@ UNUSABLE_REASONS = (CREATED_AT_OUT_OF_RANGE, DURATION_NEGATIVE, LABEL_VALUE_INVA
 """Why a row's value could not be used; the row itself is always counted."""
 
 
+_N_LABELS = 8
+"""A :class:`GroupRecord` starts with the label values of its rows."""
+_LABELS = itemgetter(*(LogRecord._fields.index(f) for f in GroupRecord._fields[:_N_LABELS]))
+"""A :class:`LogRecord`'s label values, in :class:`GroupRecord`'s order."""
+
+
 class Group(NamedTuple):
-    """Rows that share every label-relevant value (a single row while tailing)."""
+    """Rows that share every label-relevant value."""
 
     op: int
     status: int
@@ -67,21 +74,43 @@ class RowReader:
 
     def tailed(self, records: Sequence[LogRecord],
                unusable: Counter[str]) -> tuple[list[Group], list[Row]]:
-        """Rows read one by one (the tail): a group each, and a window row for each in time."""
-        groups, window_rows = [], []
+        """Rows read by the tail: a group for the rows that share every label value (the
+        thousand rows of a busy scrape share a few dozen, so the subscribers and the label
+        checks see those), and a window row for each row in time, in the order read."""
+        # label values -> [label code, rows, duration sum, newest, op code, status code]
+        sums: dict[tuple[Any, ...], list[Any]] = {}
+        window_rows: list[Row] = []
+        get, append = sums.get, window_rows.append
+        negative = out_of_range = 0
         for rec in records:
+            labels = _LABELS(rec)
+            acc = get(labels)
+            if acc is None:  # codes are given in the order values are first seen
+                op, status = self.ops.code(labels[0]), self.statuses.code(labels[1])
+                acc = sums[labels] = [pack(op, status), 0, 0, None, op, status]
+            acc[1] += 1
             duration = rec.duration_ms
-            if duration is not None and duration < 0:
-                unusable[DURATION_NEGATIVE] += 1
-                duration = None
-            group = self._group(rec, 1, duration or 0, rec.created_us, unusable)
-            groups.append(group)
-            if rec.created_us is None:
-                unusable[CREATED_AT_OUT_OF_RANGE] += 1
+            if duration is None:
+                duration = -1
+            elif duration < 0:
+                negative += 1
+                duration = -1
             else:
-                window_rows.append((rec.created_us, pack(group.op, group.status),
-                                    -1 if duration is None else duration,
-                                    -1 if rec.customer_id is None else rec.customer_id))
+                acc[2] += duration
+            created = rec.created_us
+            if created is None:
+                out_of_range += 1
+                continue
+            if acc[3] is None or created > acc[3]:
+                acc[3] = created
+            customer = rec.customer_id
+            append((created, acc[0], duration, -1 if customer is None else customer))
+        if negative:
+            unusable[DURATION_NEGATIVE] += negative
+        if out_of_range:
+            unusable[CREATED_AT_OUT_OF_RANGE] += out_of_range
+        groups = [self._group(labels, op, status, rows, ms, newest, unusable)
+                  for labels, (_, rows, ms, newest, op, status) in sums.items()]
         return groups, window_rows
 
     def grouped(self, records: Sequence[GroupRecord], unusable: Counter[str]) -> list[Group]:
@@ -90,8 +119,10 @@ class RowReader:
         for rec in records:
             unusable[CREATED_AT_OUT_OF_RANGE] += rec.created_at_unusable
             unusable[DURATION_NEGATIVE] += rec.duration_negative
-            groups.append(self._group(rec, rec.rows, rec.duration_sum_ms, rec.newest_us,
-                                      unusable))
+            groups.append(self._group(
+                rec[:_N_LABELS], self.ops.code(rec.operation_type),
+                self.statuses.code(rec.status), rec.rows, rec.duration_sum_ms, rec.newest_us,
+                unusable))
         return groups
 
     def recent(self, records: Sequence[RecentRecord | tuple[Any, ...]]) -> list[Row]:
@@ -104,17 +135,17 @@ class RowReader:
                  -1 if customer is None else customer)
                 for _, op, status, created_us, duration, customer in records]
 
-    def _group(self, rec: LogRecord | GroupRecord, rows: int, duration_sum_ms: int,
-               newest_us: int | None, unusable: Counter[str]) -> Group:
-        op, status = rec.operation_type, rec.status
-        op_code, status_code = self.ops.code(op), self.statuses.code(status)
-        cs, sm, im = rec.conflict_source, rec.search_method, rec.identification_method
+    def _group(self, labels: tuple[Any, ...], op_code: int, status_code: int, rows: int,
+               duration_sum_ms: int, newest_us: int | None, unusable: Counter[str]) -> Group:
+        """A group from its label values, in :class:`GroupRecord`'s order, and the codes of
+        its operation type and status."""
+        op, status, bucket, cs, email_sent, sm, found, im = labels
         if ((op_code == self.ops.other and not label_value_ok(op))
                 or (status_code == self.statuses.other and not label_value_ok(status))
                 or _unusable_detail(cs) or _unusable_detail(sm) or _unusable_detail(im)):
             unusable[LABEL_VALUE_INVALID] += rows
             cs, sm, im = (OTHER if _unusable_detail(v) else v for v in (cs, sm, im))
-        return Group(op_code, status_code, rec.bucket, cs, rec.email_sent, sm, rec.found, im,
+        return Group(op_code, status_code, bucket, cs, email_sent, sm, found, im,
                      rows, duration_sum_ms, newest_us)
 
 

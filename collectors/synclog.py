@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from prometheus_client.core import (
@@ -97,28 +98,39 @@ class SyncWindowStats(WindowConsumer):
             defaultdict(int) for _ in range(self.n_windows)
         ]
 
-    def enter(self, window: int, rows: Sequence[Row]) -> None:
-        self.versions[window] += 1
-        counts = self.counts[window]
-        for code, n in Counter(r[1] for r in rows).items():
-            counts[code] += n
-        durations, sums = self.durations[window], self.duration_sums[window]
-        for op, values in _durations_by_op(rows).items():
-            if op not in durations:
-                durations[op] = SortedInts()
-            durations[op].update(values)
-            sums[op] += sum(values)
+    def enter(self, windows: Sequence[int], rows: Sequence[Row]) -> None:
+        codes, by_op = _tally(rows)
+        for window in windows:
+            self.versions[window] += 1
+            counts = self.counts[window]
+            for code, n in codes.items():
+                counts[code] += n
+            durations, sums = self.durations[window], self.duration_sums[window]
+            for op, (values, total) in by_op.items():
+                if op not in durations:
+                    durations[op] = SortedInts()
+                durations[op].update(values)
+                sums[op] += total
 
-    def leave(self, window: int, rows: Sequence[Row]) -> None:
-        self.versions[window] += 1
-        counts = self.counts[window]
-        for code, n in Counter(r[1] for r in rows).items():
-            counts[code] -= n
-        durations, sums = self.durations[window], self.duration_sums[window]
-        for op, values in _durations_by_op(rows).items():
-            for value in values:
-                durations[op].remove(value)
-            sums[op] -= sum(values)
+    def leave(self, windows: Sequence[int], rows: Sequence[Row]) -> None:
+        codes, by_op = _tally(rows)
+        for window in windows:
+            self.versions[window] += 1
+            counts = self.counts[window]
+            for code, n in codes.items():
+                counts[code] -= n
+            durations, sums = self.durations[window], self.duration_sums[window]
+            for op, (values, total) in by_op.items():
+                durations[op].remove_many(values)
+                sums[op] -= total
+
+
+def _tally(rows: Sequence[Row]) -> tuple[Counter[int], dict[int, tuple[list[int], int]]]:
+    """The rows by label code, and the durations of those that record one by operation type,
+    sorted, with their sum."""
+    codes = Counter(map(itemgetter(1), rows))
+    by_op = {op: (sorted(values), sum(values)) for op, values in _durations_by_op(rows).items()}
+    return codes, by_op
 
 
 def _durations_by_op(rows: Sequence[Row]) -> dict[int, list[int]]:

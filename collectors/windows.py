@@ -13,11 +13,16 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Protocol
 
 Row = tuple[int, int, int, int]
 """One sync-log row as the windows keep it: created_at (Unix µs), label code (:func:`pack`),
 duration_ms and customer_id (``-1`` for NULL). A plain tuple: millions of them are made."""
+
+
+STATUS_MASK = 0xFFFF
+"""``code & STATUS_MASK`` is the status code of a label code."""
 
 
 def pack(op: int, status: int) -> int:
@@ -27,17 +32,21 @@ def pack(op: int, status: int) -> int:
 
 def unpack(code: int) -> tuple[int, int]:
     """The operation type and status codes a label code was packed from."""
-    return code >> 16, code & 0xFFFF
+    return code >> 16, code & STATUS_MASK
 
 
+_TS = itemgetter(0)  # rows are ordered by time alone
 _CHUNK = 4096
 _NARROW = "i"  # 32-bit C int; a column holding a value beyond it is widened to "q"
 
 
 class WindowConsumer(Protocol):
-    def enter(self, window: int, rows: Sequence[Row]) -> None: ...
+    """Keeps aggregates of the windows' rows. New rows mostly enter every window at once: they
+    come as one call for all those windows, so a consumer aggregates them once."""
 
-    def leave(self, window: int, rows: Sequence[Row]) -> None: ...
+    def enter(self, windows: Sequence[int], rows: Sequence[Row]) -> None: ...
+
+    def leave(self, windows: Sequence[int], rows: Sequence[Row]) -> None: ...
 
     def reset(self) -> None: ...
 
@@ -73,7 +82,7 @@ class _Chunk:
         except OverflowError:
             self._widened(name).insert(i, value)
 
-    def extend(self, name: str, values: list[int]) -> None:
+    def extend(self, name: str, values: Sequence[int]) -> None:
         """Append ``values`` to column ``name``, widening it first if one does not fit."""
         col = getattr(self, name)
         try:
@@ -128,19 +137,23 @@ class RowStore:
 
     def insert_many(self, rows: Sequence[Row]) -> None:
         """Insert a batch; rows at or after the newest stored one are appended column-wise."""
-        if not rows:
+        ordered = sorted(rows, key=_TS)
+        self.insert_sorted(ordered, [r[0] for r in ordered])
+
+    def insert_sorted(self, ordered: Sequence[Row], stamps: Sequence[int]) -> None:
+        """:meth:`insert_many` of rows already sorted by time, with their times."""
+        if not ordered:
             return
-        ordered = sorted(rows)
         tail = self._chunks[-1] if self._chunks else None
         if tail is None or not tail.ts:
             tail = _Chunk()
             self._chunks[-1:] = [tail]
             self._firsts[-1:] = [ordered[0][0]]
         # Rows older than the newest stored one go in one by one; the rest are appended.
-        split = bisect_left([r[0] for r in ordered], tail.ts[-1]) if tail.ts else 0
+        split = bisect_left(stamps, tail.ts[-1]) if tail.ts else 0
         for row in ordered[:split]:
             self.insert(row)
-        ordered = ordered[split:]
+        ordered, stamps = ordered[split:], stamps[split:]
         tail = self._chunks[-1]
         for start in range(0, len(ordered), _CHUNK):
             if len(tail.ts) >= 2 * _CHUNK:
@@ -150,7 +163,7 @@ class RowStore:
             part = ordered[start : start + _CHUNK]
             if not tail.ts:
                 self._firsts[-1] = part[0][0]
-            tail.ts.extend(r[0] for r in part)
+            tail.ts.extend(array("q", stamps[start : start + _CHUNK]))
             tail.extend("code", [r[1] for r in part])
             tail.extend("dur", [r[2] for r in part])
             tail.extend("cust", [r[3] for r in part])
@@ -205,14 +218,22 @@ class SlidingWindows:
         if now is None:
             self.store.insert_many(rows)
             return
-        horizon = now - self.longest
-        kept = [r for r in rows if r[0] > horizon]
-        self.store.insert_many(kept)
+        ordered = sorted(rows, key=_TS)
+        stamps = [r[0] for r in ordered]
+        first = bisect_right(stamps, now - self.longest)  # rows before it are in no window
+        ordered, stamps = ordered[first:], stamps[first:]
+        if not ordered:
+            return
+        self.store.insert_sorted(ordered, stamps)
+        hi = bisect_right(stamps, now)  # rows after now enter as time reaches them
+        windows_from: dict[int, list[int]] = {}  # first row inside -> the windows it starts
         for i, length in enumerate(self.lengths):
-            inside = [r for r in kept if now - length < r[0] <= now]
-            if inside:
+            windows_from.setdefault(bisect_right(stamps, now - length, 0, hi), []).append(i)
+        for lo, entered in windows_from.items():
+            if lo < hi:
+                inside = ordered[lo:hi]
                 for c in self.consumers:
-                    c.enter(i, inside)
+                    c.enter(entered, inside)
 
     def advance(self, now: int) -> None:
         """Move every window to end at ``now``; a clock that steps back waits."""
@@ -225,11 +246,11 @@ class SlidingWindows:
             else:
                 for leaving in self.store.batches(last - length, min(last, now - length)):
                     for c in self.consumers:
-                        c.leave(i, leaving)
+                        c.leave((i,), leaving)
                 entering = self.store.batches(max(last, now - length), now)
             for batch in entering:
                 for c in self.consumers:
-                    c.enter(i, batch)
+                    c.enter((i,), batch)
         self.now = now
         self.store.drop_through(now - self.longest)
 

@@ -42,7 +42,9 @@ def row(row_id: int, ts: int | None = 1_000, duration: int | None = None) -> Log
 def test_what_is_read_is_delivered_and_counted() -> None:
     t, recorder, window_rows = tail()
     t._consume([row(1, ts=None), row(2, duration=-5), row(3, duration=7)])
-    assert len(recorder.groups) == 3 and t.stats.rows_read == 3
+    # One label group of three rows: two have a duration of none (one negative), one of 7 ms.
+    assert [(g.rows, g.duration_sum_ms, g.newest_us) for g in recorder.groups] == [(3, 7, 1_000)]
+    assert t.stats.rows_read == 3
     assert t.stats.unusable == {"created_at_out_of_range": 1, "duration_negative": 1}
     assert [w[2] for w in window_rows] == [-1, 7]  # the row without a time is in no window
     t.restart()

@@ -15,10 +15,13 @@ INT64 = st.integers(-(2**63), 2**63 - 1)
 SMALL = st.integers(-5, 5)  # many duplicates
 
 
-@pytest.fixture(autouse=True)
-def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks of 4 (split at 8), so a few dozen values exercise splits and emptied chunks."""
+@pytest.fixture(autouse=True, params=[4, 0], ids=["merge-many", "insert-few"])
+def small_chunks(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Chunks of 4 (split at 8), so a few dozen values exercise splits and emptied chunks; new
+    values are merged into a chunk when they are more than 1/16 of it (every time, at this
+    size) or, the second time, only when more than all of it (else inserted one by one)."""
     monkeypatch.setattr(sorted_ints, "_LOAD", 4)
+    monkeypatch.setattr(sorted_ints, "_MERGE_SHIFT", request.param)
 
 
 Op = tuple[str, list[int]]
@@ -26,6 +29,7 @@ OPS = st.lists(st.one_of(
     st.tuples(st.just("update"), st.lists(st.one_of(SMALL, INT64), max_size=30)),
     st.tuples(st.just("add"), st.lists(st.one_of(SMALL, INT64), min_size=1, max_size=1)),
     st.tuples(st.just("remove"), st.lists(st.integers(0, 10**6), min_size=1, max_size=8)),
+    st.tuples(st.just("remove_many"), st.lists(st.integers(0, 10**6), max_size=30)),
     st.tuples(st.just("remove_missing"), st.lists(SMALL, min_size=1, max_size=1)),
 ), max_size=40)
 
@@ -48,6 +52,12 @@ def test_matches_a_sorted_list(initial: list[int], ops: list[Op]) -> None:
                     value = model[pick % len(model)]
                     got.remove(value)
                     model.remove(value)
+        elif op == "remove_many":  # values pick distinct positions, removed all at once
+            picked = sorted(model[i] for i in {pick % len(model) for pick in values}) if model \
+                else []
+            got.remove_many(picked)
+            for value in picked:
+                model.remove(value)
         elif values[0] not in model:
             with pytest.raises(ValueError):
                 got.remove(values[0])
@@ -60,6 +70,28 @@ def test_matches_a_sorted_list(initial: list[int], ops: list[Op]) -> None:
         got[len(model)]
 
 
+@given(st.lists(SMALL, max_size=30), st.lists(SMALL, min_size=1, max_size=10))
+def test_removing_many_stops_at_the_first_missing_value(initial: list[int],
+                                                       values: list[int]) -> None:
+    """Every value is removed, one occurrence each, up to the first that is not there."""
+    got, model = SortedInts(initial), sorted(initial)
+    values.sort()
+    for value in values:
+        if value not in model:
+            with pytest.raises(ValueError):
+                got.remove_many(values)
+            break
+        model.remove(value)
+    else:
+        got.remove_many(values)
+    assert list(got) == model and len(got) == len(model)
+
+
 def test_a_value_outside_64_bits_is_refused() -> None:
+    got = SortedInts([1, 2])
+    for values in ([2**63], [-(2**63) - 1, 0], [0, 2**63]):
+        with pytest.raises(OverflowError):
+            got.update(values)
+        assert list(got) == [1, 2] and len(got) == 2  # nothing of it went in
     with pytest.raises(OverflowError):
         SortedInts([2**63])

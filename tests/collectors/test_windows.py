@@ -19,12 +19,16 @@ class Multiset:
     def __init__(self) -> None:
         self.rows: list[Counter[Row]] = [Counter() for _ in LENGTHS]
 
-    def enter(self, window: int, rows: Sequence[Row]) -> None:
-        self.rows[window].update(rows)
+    def enter(self, windows: Sequence[int], rows: Sequence[Row]) -> None:
+        assert len(set(windows)) == len(windows) and rows
+        for window in windows:
+            self.rows[window].update(rows)
 
-    def leave(self, window: int, rows: Sequence[Row]) -> None:
-        self.rows[window].subtract(rows)
-        assert min(self.rows[window].values(), default=0) >= 0, "a row left that never entered"
+    def leave(self, windows: Sequence[int], rows: Sequence[Row]) -> None:
+        assert len(set(windows)) == len(windows) and rows
+        for window in windows:
+            self.rows[window].subtract(rows)
+            assert min(self.rows[window].values(), default=0) >= 0, "a row left that never entered"
 
     def reset(self) -> None:
         self.rows = [Counter() for _ in LENGTHS]
