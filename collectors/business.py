@@ -64,9 +64,11 @@ class BusinessCounters(LogSubscriber):
     def __init__(self, statuses: LabelSet, ops: LabelSet) -> None:
         self.statuses = statuses
         self.ops = ops
+        self.version = 0  # changes whenever the numbers may have
         self.reset()
 
     def reset(self) -> None:
+        self.version += 1
         self.conflicts: Counter[tuple[str, int]] = Counter()
         self.identifications: Counter[tuple[str, str]] = Counter()
         self.notifications: Counter[str] = Counter()
@@ -74,6 +76,8 @@ class BusinessCounters(LogSubscriber):
         self.sources = LabelSet(CONFLICT_SOURCES, LABEL_CAP)
 
     def on_groups(self, groups: Sequence[Group]) -> None:
+        if groups:
+            self.version += 1
         op_name = self.ops.values
         success = self.statuses.code("success")
         for g in groups:
@@ -156,7 +160,8 @@ class BusinessCollector:
         self.tables = TableReads(config, longest_window_us=source.longest_window_us,
                                  max_age=RECOUNT_MAX_AGE, monotonic=monotonic)
         source.attach(self.counters, self.customers, self.tables)
-        self._conflicts_built, self._users_built, self._imports_built = Built(), Built(), Built()
+        self._log_built, self._conflicts_built = Built(), Built()
+        self._users_built, self._imports_built = Built(), Built()
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         """The tables ride the log's poll. After a ride failed they are read alone, first, so a
@@ -164,7 +169,7 @@ class BusinessCollector:
         alone = not self.tables.riding
         if alone:
             self.tables.read_alone(self.db, deadline, self.source.tail.clock_us)
-        families = self.source.read(deadline, self._from_log,
+        families = self.source.read(deadline, self._log_families,
                                     others=lambda: self._tables(deadline))
         if alone:
             self.tables.ride_again()
@@ -188,6 +193,11 @@ class BusinessCollector:
                 self._export_queue_age(t.now_us),
                 *self._imports_built.get(t.import_rows, lambda: self._imports(t.import_rows)),
             ]
+
+    def _log_families(self) -> list[Metric]:
+        """Made again only when a row arrived or a window's customers changed."""
+        synced = tuple(len(customers) for customers in self.customers.customers)
+        return self._log_built.get((self.counters.version, synced), self._from_log)
 
     def _from_log(self) -> list[Metric]:
         c, statuses = self.counters, self.source.statuses

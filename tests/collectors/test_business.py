@@ -570,16 +570,17 @@ def assert_poison_exact(conn: psycopg.Connection[Any], found: Samples, now: floa
                   (("import_type", "customers"), ("status", "completed")))] == 3
 
 
-def test_a_quiet_scrape_hands_the_tables_families_again(conn, business) -> None:
-    """Unchanged table reads build nothing (the exposition then reuses their encoding); a
-    changed one is built again, and equals SQL."""
+def test_a_quiet_scrape_hands_the_same_families_again(conn, business) -> None:
+    """Unchanged table reads and log numbers build nothing (the exposition then reuses their
+    encoding); a changed table is built again, and equals SQL."""
     collector, _clock = business
     import_session(conn, "completed", time.time())
     scrape(collector)
     first = {f.name: f for f in collector.collect(Deadline.after(10))}
     second = {f.name: f for f in collector.collect(Deadline.after(10))}
     for name in ("customer_sync_customers", "customer_sync_conflict_records",
-                 "customer_sync_import_sessions"):
+                 "customer_sync_import_sessions", "customer_sync_conflicts",
+                 "customer_sync_recent_customers_synced"):
         assert second[name] is first[name]
     import_session(conn, "failed", None)
     third = {f.name: f for f in collector.collect(Deadline.after(10))}
