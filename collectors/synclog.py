@@ -266,22 +266,35 @@ class SyncLogCollector:
         for i in range(len(self.source.windows)):
             key = (self.window_stats.versions[i], key_labels)
             if self._windows_built[i][0] != key:
-                self._windows_built[i] = (key, self._window_samples(i, pairs))
+                before = self._windows_built[i]
+                same_pairs = isinstance(before[0], tuple) and before[0][1] == key_labels
+                self._windows_built[i] = (key, self._window_samples(
+                    i, pairs, before[1].recent if same_pairs else []))
             built = self._windows_built[i][1]
             recent.samples += built.recent
             pct.samples += built.pct
             avg.samples += built.avg
         return [recent, pct, avg]
 
-    def _window_samples(self, i: int, pairs: list[tuple[int, int]]) -> _WindowSamples:
-        """Window ``i``'s samples of the three recent families, in their order."""
+    def _window_samples(self, i: int, pairs: list[tuple[int, int]],
+                        recent_before: list[Sample]) -> _WindowSamples:
+        """Window ``i``'s samples of the three recent families, in their order.
+        ``recent_before`` is the window's recent samples of the same pairs last time, or empty:
+        a count that did not move keeps its sample (the exposition then passes it by identity).
+        """
         ops, statuses = self.source.ops.values, self.source.statuses.values
         label = self.source.windows[i].label
         counts = self.window_stats.counts[i]
-        out = _WindowSamples(
-            [Sample("customer_sync_recent_operations",
-                    {"operation_type": ops[o], "status": statuses[s], "window": label},
-                    counts.get(pack(o, s), 0)) for o, s in pairs], [], [])
+        recent = []
+        for j, (o, s) in enumerate(pairs):
+            n = counts.get(pack(o, s), 0)
+            if recent_before and recent_before[j].value == n:
+                recent.append(recent_before[j])
+            else:
+                recent.append(Sample(
+                    "customer_sync_recent_operations",
+                    {"operation_type": ops[o], "status": statuses[s], "window": label}, n))
+        out = _WindowSamples(recent, [], [])
         for op, values in sorted(self.window_stats.durations[i].items()):
             if not values:
                 continue
