@@ -169,9 +169,9 @@ def test_formats_are_cached_apart() -> None:
                 == om.generate_latest(_Registry(fams)))
 
 
-def test_a_changed_family_is_encoded_again_only_where_it_changed() -> None:
-    seen: list[int] = []
-
+def counting_scrape(seen: list[int]) -> Callable[[list[tuple[str, float]]], tuple[bytes, bytes]]:
+    """A scrape of one family with these (label, value) samples: the exposition's body and the
+    library's; ``seen`` gets how many samples each family handed to the encoder has."""
     def counting(registry: Any) -> bytes:
         fams = list(registry.collect())
         seen.extend(len(f.samples) for f in fams)
@@ -179,12 +179,22 @@ def test_a_changed_family_is_encoded_again_only_where_it_changed() -> None:
 
     exposition = Exposition()
 
-    def scrape(values: list[float]) -> tuple[bytes, bytes]:
+    def scrape(samples: list[tuple[str, float]]) -> tuple[bytes, bytes]:
         family = GaugeMetricFamily("customer_sync_a", "a", labels=["n"])
-        for i, value in enumerate(values):
-            family.add_metric([str(i)], value)
+        for label, value in samples:
+            family.add_metric([label], value)
         body = exposition.encode([family], counting, "application/openmetrics-text")
         return body, om.generate_latest(_Registry([family]))
+
+    return scrape
+
+
+def test_a_changed_family_is_encoded_again_only_where_it_changed() -> None:
+    seen: list[int] = []
+    counted = counting_scrape(seen)
+
+    def scrape(values: list[float]) -> tuple[bytes, bytes]:
+        return counted([(str(i), value) for i, value in enumerate(values)])
 
     values = [0.0] * 100
     scrape(values)
@@ -197,20 +207,10 @@ def test_a_changed_family_is_encoded_again_only_where_it_changed() -> None:
 
 def test_a_sample_whose_labels_changed_goes_to_the_encoder_alone() -> None:
     seen: list[int] = []
-
-    def counting(registry: Any) -> bytes:
-        fams = list(registry.collect())
-        seen.extend(len(f.samples) for f in fams)
-        return om.generate_latest(_Registry(fams))
-
-    exposition = Exposition()
+    counted = counting_scrape(seen)
 
     def scrape(labels: list[str]) -> tuple[bytes, bytes]:
-        family = GaugeMetricFamily("customer_sync_a", "a", labels=["n"])
-        for i, label in enumerate(labels):
-            family.add_metric([label], float(i))
-        body = exposition.encode([family], counting, "application/openmetrics-text")
-        return body, om.generate_latest(_Registry([family]))
+        return counted([(label, float(i)) for i, label in enumerate(labels)])
 
     labels = [str(i) for i in range(50)]
     scrape(labels)
