@@ -69,8 +69,9 @@ class PostgresCollector:
 
     def collect(self, deadline: Deadline) -> list[Metric]:
         # Read before we take a connection ourselves, so "in use" shows the other collectors.
-        stats = self.db.pool.get_stats()
-        pool = self._pool_built.get(stats, lambda: self._pool_families(stats))
+        stats = self.db.pool.get_stats()  # also counts what moves at every checkout
+        used = tuple(stats.get(k, 0) for k in _POOL_STATS)
+        pool = self._pool_built.get(used, lambda: self._pool_families(*used))
         try:
             with self.db.connection(deadline) as conn:
                 rows = conn.execute(_CONNECTIONS_SQL).fetchall()
@@ -125,8 +126,8 @@ class PostgresCollector:
         )
 
     @staticmethod
-    def _pool_families(stats: dict[str, int]) -> list[Metric]:
-        size, available = stats.get("pool_size", 0), stats.get("pool_available", 0)
+    def _pool_families(size: int, available: int, most: int, waiting: int,
+                       errors: int) -> list[Metric]:
         conns = GaugeMetricFamily(
             "customer_sync_exporter_db_pool_connections",
             "Connections in the exporter's own PostgreSQL pool: 'available' idle in the pool, "
@@ -140,19 +141,21 @@ class PostgresCollector:
             GaugeMetricFamily(
                 "customer_sync_exporter_db_pool_max_connections",
                 "The most connections the exporter's pool may open (database.pool_max_size).",
-                value=stats.get("pool_max", 0),
+                value=most,
             ),
             GaugeMetricFamily(
                 "customer_sync_exporter_db_pool_waiting_requests",
                 "Collectors waiting for a connection from the exporter's pool right now.",
-                value=stats.get("requests_waiting", 0),
+                value=waiting,
             ),
             CounterMetricFamily(
                 "customer_sync_exporter_db_pool_connection_errors_total",
                 "Failed attempts of the exporter's pool to open a connection since start.",
-                value=stats.get("connections_errors", 0),
+                value=errors,
             ),
         ]
 
 
+# The pool's stats the families show, in _pool_families's order.
+_POOL_STATS = ("pool_size", "pool_available", "pool_max", "requests_waiting", "connections_errors")
 _UP_HELP = "1 if PostgreSQL answered the exporter's query in this scrape, else 0."

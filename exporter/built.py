@@ -20,11 +20,14 @@ class Built:
     """The families made last, and the inputs they were made from."""
 
     def __init__(self) -> None:
-        self._inputs: object = _NOTHING
-        self._families: list[Metric] = []
+        # One tuple, replaced whole: a reader in another thread never sees families of other
+        # inputs than the ones beside them.
+        self._last: tuple[object, list[Metric]] = (_NOTHING, [])
 
     def get(self, inputs: object, build: Callable[[], list[Metric]]) -> list[Metric]:
         """``build()``'s families, made again only if ``inputs`` differ from the last ones."""
-        if self._inputs is _NOTHING or self._inputs != inputs:
-            self._families, self._inputs = build(), inputs
-        return self._families
+        last_inputs, families = self._last
+        if last_inputs is _NOTHING or last_inputs != inputs:
+            families = build()
+            self._last = (inputs, families)
+        return families

@@ -7,7 +7,12 @@ zlib into non-final blocks ending on a byte boundary (``Z_SYNC_FLUSH``); the par
 order, one empty final block, the gzip header and the CRC-32 and length of the whole body make
 one valid member that any gzip reader inflates to the body. A part's blocks are kept while its
 bytes stay the same, so a scrape compresses only what changed. The cost is the history each part
-cannot share with the others: a few per cent more bytes than one stream.
+cannot share with the others: a quiet scrape's 80 kB gzip to 13.3 kB, against 9.9 kB as one
+stream at level 1.
+
+Each part gets a compressor of its own, and setting one up is most of what a small part costs:
+an 8 KiB window and memLevel 4 (zlib's defaults: 32 KiB and 8) take about 11 us a part instead of
+about 27, for the same bytes on a scrape's families, whose repeats are within a few lines.
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ import struct
 import zlib
 from collections.abc import Hashable, Iterable
 
-# magic, CM=deflate, no flags, no mtime (the body is not a file), XFL=4 (fastest), OS=unknown
-_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x04\xff"
+# magic, CM=deflate, no flags, no mtime (the body is not a file), XFL=0 (no claim about the
+# level), OS=unknown
+_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_WINDOW_BITS = 13  # an 8 KiB window
+_MEM_LEVEL = 4
 _NONE: tuple[bytes | None, bytes] = (None, b"")
 _FINAL = zlib.compressobj(1, zlib.DEFLATED, -15).flush(zlib.Z_FINISH)  # an empty final block
 
 
 def _blocks(data: bytes, level: int) -> bytes:
     """``data`` as raw DEFLATE blocks of its own, none final, ending on a byte boundary."""
-    compressor = zlib.compressobj(level, zlib.DEFLATED, -15)
+    compressor = zlib.compressobj(level, zlib.DEFLATED, -_WINDOW_BITS, _MEM_LEVEL)
     return compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
 
 

@@ -237,6 +237,11 @@ def test_pool_stats_match_the_pool(db: Database) -> None:
     assert value(families, "customer_sync_exporter_db_pool_waiting_requests") == 0
     assert value(families, "customer_sync_postgres_up") == 1
     assert promtool_problems(families) == ""
+    # Nothing the families show moved (the pool's checkout counters did): the same objects.
+    again = {f.name: f for f in collector.collect(Deadline.after(5))}
+    for family in families:
+        if family.name.startswith("customer_sync_exporter_db_pool"):
+            assert again[family.name] is family
 
 
 def test_exhausted_pool_reports_waiters_and_times_out(db: Database) -> None:
