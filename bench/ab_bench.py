@@ -32,24 +32,18 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.expo_bench import CONFIG
-from bench.scrape.common import ROLE_PASSWORD
-from bench.scrape.data import ensure_roles, load, new_rows
+from bench.scrape.data import bench_database, new_rows
 from bench.scrape.measure import cpu_seconds
-from bench.scrape.ours import ours_ready
+from bench.scrape.ours import ours_ready, start_exporter, write_config
 from bench.scrape.scraping import Scraper, stop, wait_listening, wait_until
 from exporter.demo.ports import free_port
-from exporter.demo.postgres import EmbeddedPostgres
 
 
 def start(tree: Path, config: Path) -> tuple[subprocess.Popen[bytes], Scraper]:
+    """The exporter of source tree ``tree`` on a port of its own (its log beside ``config``),
+    and a scraper of it."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--config.file", str(config),
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "error"],
-        env={**os.environ, "PYTHONPATH": str(tree)}, cwd=str(tree),
-    )
-    return proc, Scraper(port)
+    return start_exporter(config, port, config.parent, tree), Scraper(port)
 
 
 def rounds(sides: dict[Path, tuple[subprocess.Popen[bytes], Scraper]],
@@ -82,36 +76,29 @@ def main() -> int:
     p.add_argument("--spacing", type=float, default=0.3, help="seconds before each scrape")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/expo-bench"))
     args = p.parse_args()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    pg = EmbeddedPostgres(args.data_dir / "pg", port=free_port()).start()
     sides: dict[Path, tuple[subprocess.Popen[bytes], Scraper]] = {}
-    try:
-        name = f"bench_{args.rows}"
-        dsn = pg.create_database(name)
-        load(dsn, args.rows, args.days, args.conflicts)
-        admin = psycopg.connect(dsn, autocommit=True)
-        ensure_roles(admin, ("exporter",))
-        url = f"postgresql://exporter:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
-        config = Path(tempfile.mkdtemp()) / "config.yaml"
-        config.write_text(CONFIG.format(dsn=url))
-        for tree in args.trees:
-            sides[tree.resolve()] = start(tree.resolve(), config)
-        for proc, scraper in sides.values():
-            wait_listening(scraper.conn.port, proc, "exporter")
-            wait_until(scraper, proc, "exporter", ours_ready)
-            for _ in range(5):
-                scraper.get()
-        print(f"# {args.rows:,} rows over {args.days:g} days; {args.scrapes} rounds a phase, "
-              f"{args.spacing:g} s before each scrape")
-        for new in (0, args.new_rows):
-            for tree, (times, cpu) in rounds(sides, admin, args, new).items():
-                print(f"+{new:<6,} {tree!s:<32} median {statistics.median(times) * 1000:7.2f} ms"
-                      f"  CPU {cpu / args.scrapes * 1000:6.2f} ms/scrape"
-                      f"  load {os.getloadavg()[0]:.1f}", flush=True)
-    finally:
-        for proc, _ in sides.values():
-            stop(proc)
-        pg.stop()
+    with (bench_database(args.data_dir, args.rows, args.days, args.conflicts) as (dsn, url),
+          psycopg.connect(dsn, autocommit=True) as admin, tempfile.TemporaryDirectory() as tmp):
+        config = write_config(Path(tmp), url)  # the exporters' logs go beside it
+        try:
+            for tree in args.trees:
+                sides[tree.resolve()] = start(tree.resolve(), config)
+            for proc, scraper in sides.values():
+                wait_listening(scraper.conn.port, proc, "exporter")
+                wait_until(scraper, proc, "exporter", ours_ready)
+                for _ in range(5):
+                    scraper.get()
+            print(f"# {args.rows:,} rows over {args.days:g} days; {args.scrapes} rounds a phase,"
+                  f" {args.spacing:g} s before each scrape")
+            for new in (0, args.new_rows):
+                for tree, (times, cpu) in rounds(sides, admin, args, new).items():
+                    print(f"+{new:<6,} {tree!s:<32} median"
+                          f" {statistics.median(times) * 1000:7.2f} ms"
+                          f"  CPU {cpu / args.scrapes * 1000:6.2f} ms/scrape"
+                          f"  load {os.getloadavg()[0]:.1f}", flush=True)
+        finally:
+            for proc, _ in sides.values():
+                stop(proc)
     return 0
 
 

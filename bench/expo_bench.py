@@ -22,31 +22,18 @@ import gzip
 import os
 import pstats
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psycopg
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.scrape.common import ROLE_PASSWORD
-from bench.scrape.data import ensure_roles, load
+from bench.scrape.data import bench_database
 from bench.scrape.measure import cpu_seconds, peak_rss, timed
-from bench.scrape.ours import ours_ready
+from bench.scrape.ours import ours_ready, start_exporter, write_config
 from bench.scrape.scraping import Scraper, stop, wait_listening, wait_until
 from exporter.demo.ports import free_port
-from exporter.demo.postgres import EmbeddedPostgres
-
-CONFIG = (
-    "scrape_timeout: 30s\ndatabase:\n  dsn: {dsn}\n  required: true\n"
-    "collectors:\n  synclog: {{enabled: true}}\n  business: {{enabled: true}}\n"
-    "  postgres: {{enabled: true, application_names: [customer-sync-exporter]}}\n"
-    "  redis: {{enabled: false}}\n  disk: {{enabled: false}}\n  onec: {{enabled: false}}\n"
-    "  process: {{enabled: false}}\n"
-)
 
 
 def rss_now(pid: int) -> int:
@@ -58,15 +45,8 @@ def rss_now(pid: int) -> int:
 
 def run_tree(tree: Path | None, config: Path, args: argparse.Namespace) -> dict[str, float]:
     """One exporter process from ``tree`` (None: the installed working tree), measured."""
-    env = dict(os.environ)
-    if tree is not None:  # PYTHONPATH comes before the editable install's finder
-        env["PYTHONPATH"] = str(tree)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "serve", "--config.file", str(config),
-         "--web.listen-address", f"127.0.0.1:{port}", "--log.level", "warning"],
-        env=env, cwd=str(tree) if tree is not None else None,
-    )
+    proc = start_exporter(config, port, config.parent, tree)
     scraper = Scraper(port)
     try:
         wait_listening(port, proc, "exporter")
@@ -97,10 +77,8 @@ def profile(dsn: str, scrapes: int) -> None:
     from exporter.config import load_config
     from exporter.pipeline import build_pipeline
 
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        f.write(CONFIG.format(dsn=dsn))
-        f.flush()
-        pipeline = build_pipeline(load_config(f.name))
+    with tempfile.TemporaryDirectory() as tmp:
+        pipeline = build_pipeline(load_config(write_config(Path(tmp), dsn)))
     scraper = pipeline.scraper
     for _ in range(3):
         scraper.scrape_shared(scraper.deadline_for(None)).encode(
@@ -152,10 +130,9 @@ def sample_stacks(dsn: str, scrapes: int) -> None:
     from exporter.config import load_config
     from exporter.service import Exporter
 
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
-        f.write(CONFIG.format(dsn=dsn))
-        f.flush()
-        exporter = Exporter(load_config(f.name), f"127.0.0.1:{free_port()}").start()
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(write_config(Path(tmp), dsn))
+    exporter = Exporter(config, f"127.0.0.1:{free_port()}").start()
     scraper = Scraper(exporter.port)
     wait_until(scraper, _InProcess(), "exporter", ours_ready)  # type: ignore[arg-type]
     own: collections.Counter[str] = collections.Counter()
@@ -214,15 +191,7 @@ def main() -> int:
                    help="N scrapes of an in-process server, its threads sampled")
     p.add_argument("--data-dir", type=Path, default=Path("/tmp/expo-bench"))
     args = p.parse_args()
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    pg = EmbeddedPostgres(args.data_dir / "pg", port=free_port()).start()
-    try:
-        name = f"bench_{args.rows}"
-        dsn = pg.create_database(name)
-        load(dsn, args.rows, args.days, args.conflicts)
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            ensure_roles(admin, ("exporter",))
-        url = f"postgresql://exporter:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
+    with bench_database(args.data_dir, args.rows, args.days, args.conflicts) as (_, url):
         if args.profile:
             profile(url, args.profile)
             return 0
@@ -233,22 +202,19 @@ def main() -> int:
         if args.base is not None:
             trees = {"baseline": args.base.resolve(), **trees}
         with tempfile.TemporaryDirectory() as tmp:
-            config = Path(tmp) / "config.yaml"
-            config.write_text(CONFIG.format(dsn=url))
+            config = write_config(Path(tmp), url)
             results: dict[str, list[dict[str, float]]] = {t: [] for t in trees}
             for _ in range(args.rounds):
                 for label, tree in trees.items():
                     results[label].append(run_tree(tree, config, args))
-        print(f"# {args.rows:,} rows over {args.days:g} days; {args.scrapes} quiet scrapes over "
-              f"{args.span:g} s, {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
-        print(f"{'tree':<14}{'median ms':>11}{'CPU ms/scrape':>15}{'RSS ready MiB':>15}"
-              f"{'peak RSS MiB':>14}{'RSS now MiB':>13}")
-        for label, runs in results.items():
-            for r in runs:
-                print(f"{label:<14}{r['median_ms']:>11.2f}{r['cpu_ms']:>15.2f}"
-                      f"{r['rss_ready_mib']:>15.1f}{r['rss_mib']:>14.1f}{r['rss_now_mib']:>13.1f}")
-    finally:
-        pg.stop()
+    print(f"# {args.rows:,} rows over {args.days:g} days; {args.scrapes} quiet scrapes over "
+          f"{args.span:g} s, {args.rounds} rounds; load average {os.getloadavg()[0]:.1f}")
+    print(f"{'tree':<14}{'median ms':>11}{'CPU ms/scrape':>15}{'RSS ready MiB':>15}"
+          f"{'peak RSS MiB':>14}{'RSS now MiB':>13}")
+    for label, runs in results.items():
+        for r in runs:
+            print(f"{label:<14}{r['median_ms']:>11.2f}{r['cpu_ms']:>15.2f}"
+                  f"{r['rss_ready_mib']:>15.1f}{r['rss_mib']:>14.1f}{r['rss_now_mib']:>13.1f}")
     return 0
 
 

@@ -36,14 +36,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ab_bench import start
-from bench.expo_bench import CONFIG
-from bench.scrape.common import ROLE_PASSWORD
-from bench.scrape.data import ensure_roles, load
+from bench.scrape.data import bench_database
 from bench.scrape.measure import cpu_seconds
-from bench.scrape.ours import ours_ready
+from bench.scrape.ours import ours_ready, write_config
 from bench.scrape.scraping import stop, wait_listening, wait_until
-from exporter.demo.ports import free_port
-from exporter.demo.postgres import EmbeddedPostgres
 
 NO_COLLECTORS = "collectors:\n" + "".join(
     f"  {name}: {{enabled: false}}\n"
@@ -88,8 +84,8 @@ class _TenKB(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def http_floor(tree: Path, n: int) -> None:
-    config = Path(tempfile.mkdtemp()) / "config.yaml"
+def http_floor(tree: Path, workdir: Path, n: int) -> None:
+    config = workdir / "no-collectors.yaml"
     config.write_text(NO_COLLECTORS)
     proc, scraper = start(tree, config)
     try:
@@ -124,10 +120,8 @@ def db_round_trip(dsn: str, n: int) -> None:
             print(f"  SELECT 1, {spacing:g} s after the last: {median * 1000:.3f} ms")
 
 
-def cold_scrapes(tree: Path, url: str, n: int) -> None:
-    config = Path(tempfile.mkdtemp()) / "config.yaml"
-    config.write_text(CONFIG.format(dsn=url))
-    proc, scraper = start(tree, config)
+def cold_scrapes(tree: Path, workdir: Path, url: str, n: int) -> None:
+    proc, scraper = start(tree, write_config(workdir, url))
     try:
         wait_listening(scraper.conn.port, proc, "exporter")
         wait_until(scraper, proc, "exporter", ours_ready)
@@ -153,19 +147,11 @@ def main() -> int:
     args = p.parse_args()
     tree = args.tree.resolve()
     print(f"# floors of {tree}")
-    http_floor(tree, args.n)
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    pg = EmbeddedPostgres(args.data_dir / "pg", port=free_port()).start()
-    try:
-        dsn = pg.create_database("bench_20000")
-        load(dsn, 20_000, 2, 20_000)
-        with psycopg.connect(dsn, autocommit=True) as admin:
-            ensure_roles(admin, ("exporter",))
-        db_round_trip(dsn, args.n)
-        cold_scrapes(tree, f"postgresql://exporter:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/"
-                           "bench_20000", args.n)
-    finally:
-        pg.stop()
+    with tempfile.TemporaryDirectory() as tmp:
+        http_floor(tree, Path(tmp), args.n)
+        with bench_database(args.data_dir, 20_000, 2, 20_000) as (dsn, url):
+            db_round_trip(dsn, args.n)
+            cold_scrapes(tree, Path(tmp), url, args.n)
     return 0
 
 

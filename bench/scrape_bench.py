@@ -47,8 +47,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.scrape.common import CONCURRENT_SCRAPERS, CONCURRENT_SECONDS, ROLE_PASSWORD, log
-from bench.scrape.data import USERS, ensure_roles, load
+from bench.scrape.common import CONCURRENT_SCRAPERS, CONCURRENT_SECONDS, log
+from bench.scrape.data import USERS, ensure_roles, load, role_url
 from bench.scrape.floor import run_floor
 from bench.scrape.ours import run_ours
 from bench.scrape.peer import peer_venv, run_peer
@@ -80,10 +80,9 @@ def run_size(pg: EmbeddedPostgres, rows: int, days: float, args: argparse.Namesp
     load_start = os.getloadavg()[0]
     with psycopg.connect(dsn, autocommit=True) as admin:
         ensure_roles(admin, ("floor", "qe", "exporter"))
-        url = {r: f"postgresql://{r}:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
-               for r in ("floor", "exporter")}
-        qe_dsn = (f"postgresql+psycopg://qe:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
-                  "?application_name=query-exporter")
+        url = {r: role_url(pg.port, r, name) for r in ("floor", "exporter")}
+        qe_dsn = (role_url(pg.port, "qe", name, "postgresql+psycopg")
+                  + "?application_name=query-exporter")
         log("  floor ...")
         floor = run_floor(admin, url["floor"], args)
         with tempfile.TemporaryDirectory() as tmp:

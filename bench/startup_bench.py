@@ -26,8 +26,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.scrape.common import ROLE_PASSWORD, log
-from bench.scrape.data import ensure_roles, load
+from bench.scrape.common import log
+from bench.scrape.data import ensure_roles, load, role_url
 from bench.scrape.floor import FLOOR
 from bench.scrape.measure import peak_rss
 from bench.scrape.ours import ours_ready, start_exporter, write_config
@@ -108,8 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         load(dsn, args.rows, args.days, args.conflicts)
         with psycopg.connect(dsn, autocommit=True) as admin:
             ensure_roles(admin, ("floor", "exporter"))
-        measure({r: f"postgresql://{r}:{ROLE_PASSWORD}@127.0.0.1:{pg.port}/{name}"
-                 for r in ("floor", "exporter")}, args)
+        measure({r: role_url(pg.port, r, name) for r in ("floor", "exporter")}, args)
     finally:
         pg.stop()
     return 0

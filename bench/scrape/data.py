@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from bench.scrape.common import ROLE_PASSWORD, SPOT, log
+from exporter.demo.ports import free_port
+from exporter.demo.postgres import EmbeddedPostgres
 
 USERS = 50_000
 STALE_AFTER_S = 120.0
@@ -148,6 +152,29 @@ def ensure_roles(admin: psycopg.Connection[Any], roles: Sequence[str]) -> None:
             admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{ROLE_PASSWORD}'"
                           " IN ROLE pg_read_all_stats")
         admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role}")
+
+
+def role_url(port: int, role: str, database: str, scheme: str = "postgresql") -> str:
+    """Where ``role`` (made by :func:`ensure_roles`) connects to ``database`` on ``port``."""
+    return f"{scheme}://{role}:{ROLE_PASSWORD}@127.0.0.1:{port}/{database}"
+
+
+@contextmanager
+def bench_database(data_dir: Path, rows: int, days: float,
+                   conflicts: int) -> Iterator[tuple[str, str]]:
+    """An embedded PostgreSQL in ``data_dir/pg`` with ``rows`` loaded (once: kept there) and the
+    exporter's role, stopped on leaving: the owner's DSN and the exporter's URL."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pg = EmbeddedPostgres(data_dir / "pg", port=free_port()).start()
+    try:
+        name = f"bench_{rows}"
+        dsn = pg.create_database(name)
+        load(dsn, rows, days, conflicts)
+        with psycopg.connect(dsn, autocommit=True) as admin:
+            ensure_roles(admin, ("exporter",))
+        yield dsn, role_url(pg.port, "exporter", name)
+    finally:
+        pg.stop()
 
 
 def spot_truth(admin: psycopg.Connection[Any]) -> int:
