@@ -110,11 +110,11 @@ def _start(line: bytes, sample: Any) -> bytes | None:
 class _Format:
     """The cache of one format (one encoder)."""
 
-    def __init__(self, encoder: Encoder, gzip_level: int) -> None:
+    def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
         self.trailer = encoder(_Families([]))  # b"# EOF\n" for OpenMetrics, b"" for text
         self.last: dict[str, _Encoded] = {}
-        self.gzip = SegmentedGzip(gzip_level)
+        self.gzip = SegmentedGzip(GZIP_LEVEL)
 
     def encode_one(self, family: Metric) -> bytes:
         body = self.encoder(_Families([family]))
@@ -205,8 +205,7 @@ class _Format:
 class Exposition:
     """Encodes lists of families, each format remembering its families from the last call."""
 
-    def __init__(self, gzip_level: int = GZIP_LEVEL) -> None:
-        self.gzip_level = gzip_level
+    def __init__(self) -> None:
         self._formats: dict[tuple[str, object], _Format] = {}
         self._lock = threading.Lock()
 
@@ -218,7 +217,7 @@ class Exposition:
         with self._lock:
             fmt = self._formats.get(key)
             if fmt is None:
-                fmt = self._formats[key] = _Format(encoder, self.gzip_level)
+                fmt = self._formats[key] = _Format(encoder)
             parts = fmt.parts(families)
             if gzipped:
                 return fmt.gzip.compress(parts)
