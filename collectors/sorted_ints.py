@@ -4,8 +4,9 @@ The exact window percentiles need every duration of a window, sorted, with rank 
 ``SortedList`` of Python ints costs a pointer and an int object a value (about 36 bytes); at a
 million rows in the 24h window that was 36 MB of the exporter's RSS. Here the values live in
 sorted ``array('q')`` chunks, as ``sortedcontainers`` keeps its lists, so a value is 8 bytes.
-Only what the window statistics ask for is offered: add and remove (many at a time: a scrape
-adds and removes a window's new and old durations in bulk), length and the k-th smallest.
+Only what the window statistics ask for is offered: adding and removing many values at a time
+(a scrape adds and removes a window's new and old durations in bulk), length and the k-th
+smallest.
 """
 
 from __future__ import annotations
@@ -71,9 +72,6 @@ class SortedInts:
                 self._fit(k)
             i = j
 
-    def add(self, value: int) -> None:
-        self.update((value,))
-
     def _fit(self, k: int) -> None:
         """Chunk ``k``'s largest value noted, and the chunk split if it grew past ``2 * _LOAD``."""
         chunk = self._chunks[k]
@@ -83,10 +81,6 @@ class SortedInts:
         pieces = [chunk[start : start + _LOAD] for start in range(0, len(chunk), _LOAD)]
         self._chunks[k : k + 1] = pieces
         self._maxes[k : k + 1] = [piece[-1] for piece in pieces]
-
-    def remove(self, value: int) -> None:
-        """Remove one occurrence of ``value``; ``ValueError`` if there is none."""
-        self.remove_many((value,))
 
     def remove_many(self, values: Sequence[int]) -> None:
         """Remove one occurrence of each of ``values`` (sorted ascending), a run at a time per
